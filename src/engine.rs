@@ -1,0 +1,197 @@
+//! The engine: owns the runtime (clock, pool, timer) and every area built on it.
+//!
+//! One `Engine` is one embedded instance. It is `Send + Sync`: share it by reference
+//! (or in an `Arc`) across threads. Closing stops its threads; dropping closes it.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::runtime::clock::Clock;
+use crate::runtime::Runtime;
+use crate::store::memory::MemoryBackend;
+use crate::store::{Limits, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most worker threads a builder accepts.
+pub const MAX_WORKERS: usize = 256;
+
+/// Configures and builds an [`Engine`]; start with [`Engine::builder`].
+#[derive(Debug, Clone)]
+pub struct EngineBuilder {
+    workers: usize,
+    queue_capacity: usize,
+    clock: Option<Clock>,
+    limits: Limits,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> EngineBuilder {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        EngineBuilder {
+            workers: cores.clamp(2, 8),
+            queue_capacity: 4096,
+            clock: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Number of worker threads (1..=256; default: cores, at least 2, at most 8).
+    pub fn workers(mut self, n: usize) -> EngineBuilder {
+        self.workers = n;
+        self
+    }
+
+    /// Bound of the worker pool's queue (at least 1; default 4096). When it is full,
+    /// handing work to the pool blocks (on an engine thread, the work runs inline).
+    pub fn queue_capacity(mut self, n: usize) -> EngineBuilder {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// Uses a manual clock starting at `start_ms` (ms since the Unix epoch); move it
+    /// with [`Engine::clock`]. For tests: timers fire only when it is moved past them.
+    pub fn manual_clock(mut self, start_ms: u64) -> EngineBuilder {
+        self.clock = Some(Clock::manual(start_ms));
+        self
+    }
+
+    /// Uses the given clock (shared with whoever else holds it).
+    pub fn clock(mut self, clock: Clock) -> EngineBuilder {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Sets every store bound at once.
+    pub fn limits(mut self, limits: Limits) -> EngineBuilder {
+        self.limits = limits;
+        self
+    }
+
+    /// Longest bucket name in bytes (default 128).
+    pub fn max_bucket_bytes(mut self, n: usize) -> EngineBuilder {
+        self.limits.max_bucket_bytes = n;
+        self
+    }
+
+    /// Longest key in bytes (default 1024).
+    pub fn max_key_bytes(mut self, n: usize) -> EngineBuilder {
+        self.limits.max_key_bytes = n;
+        self
+    }
+
+    /// Largest document in bytes (default 16 MiB).
+    pub fn max_document_bytes(mut self, n: usize) -> EngineBuilder {
+        self.limits.max_document_bytes = n;
+        self
+    }
+
+    /// Total bytes of keys and documents the store holds before writes fail with
+    /// `Full` (default: unbounded).
+    pub fn store_capacity_bytes(mut self, n: usize) -> EngineBuilder {
+        self.limits.capacity_bytes = Some(n);
+        self
+    }
+
+    /// Starts the engine's threads.
+    pub fn build(self) -> Result<Engine> {
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("workers must be 1..={MAX_WORKERS}, not {}", self.workers),
+            ));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "queue_capacity must be at least 1",
+            ));
+        }
+        let l = &self.limits;
+        if l.max_bucket_bytes == 0 || l.max_key_bytes == 0 || l.max_document_bytes == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "name and document bounds must be at least 1 byte",
+            ));
+        }
+        let clock = self.clock.unwrap_or_else(Clock::system);
+        let rt = Arc::new(Runtime::start(clock, self.workers, self.queue_capacity)?);
+        let backend = Box::new(MemoryBackend::new(self.limits.capacity_bytes));
+        let store = Store::new(rt.clone(), backend, self.limits);
+        Ok(Engine { rt, store })
+    }
+}
+
+/// One embedded tarn instance.
+pub struct Engine {
+    rt: Arc<Runtime>,
+    store: Store,
+}
+
+impl Engine {
+    /// A builder with the defaults.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// An engine with the defaults (system clock).
+    pub fn new() -> Result<Engine> {
+        EngineBuilder::default().build()
+    }
+
+    /// The JSON document store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The engine clock (set and advance it when it is manual).
+    pub fn clock(&self) -> &Clock {
+        self.rt.clock()
+    }
+
+    /// Waits until the engine's background work has settled: no job queued or running
+    /// on the pool and no timer deadline due by the engine clock (so after advancing a
+    /// manual clock, every TTL it passed has been processed). `Timeout` if `timeout`
+    /// passes first; `NotSupported` when called from an engine thread (a callback).
+    pub fn settle_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.rt.check_open()?;
+        self.rt.settle(timeout)
+    }
+
+    /// [`Engine::settle_timeout`] without a timeout.
+    pub fn settle(&self) -> Result<()> {
+        self.settle_timeout(None)
+    }
+
+    /// Panics caught in background jobs and callbacks so far.
+    pub fn caught_panics(&self) -> u64 {
+        self.rt.panics()
+    }
+
+    /// Stops every engine thread and waits for them; no callback runs after this
+    /// returns (except the one calling it, if a callback closes its own engine).
+    /// Every later operation fails with `Closed`. Harmless twice.
+    pub fn close(&self) {
+        self.rt.close();
+    }
+
+    /// Whether [`Engine::close`] has been called.
+    pub fn is_closed(&self) -> bool {
+        self.rt.is_closed()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("closed", &self.is_closed())
+            .field("clock", self.clock())
+            .finish()
+    }
+}

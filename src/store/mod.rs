@@ -1,0 +1,406 @@
+//! The JSON document store: buckets of keys to JSON documents (seed 000, cachearoo).
+//!
+//! Operations: [`Store::read`], [`Store::read_all`], [`Store::list`], [`Store::write`],
+//! [`Store::patch`], [`Store::remove`]. Every change gets a version from one store-wide
+//! sequence, so a key's version increases with each change and a write can be made
+//! conditional on the version its caller read (`if_version`; version 0 means "absent").
+//!
+//! Decisions:
+//! - Buckets appear on first write; reading or listing a bucket nobody wrote gives an
+//!   empty result, not an error (an empty bucket and an absent one look alike — which is
+//!   also what a shared Redis backend can promise).
+//! - A TTL runs from the write; a patch keeps the document's TTL; a plain write without a
+//!   TTL makes the document permanent again. An expired document is gone at once for
+//!   every read (checked against the engine clock); the timer then removes it for good.
+//! - Names are checked on every change; a read checks them only on a miss, to say
+//!   *why* nothing was found without slowing the hit path (an invalid name can never
+//!   have been stored).
+//!
+//! Invariant: the stored document is only ever replaced whole, by the backend, under
+//! the key's lock; a failed operation changes nothing. Lock: `sweep` holds the one
+//! timer deadline of the expiry sweeper (taken briefly; never while a sweep runs).
+
+pub(crate) mod backend;
+pub mod document;
+pub(crate) mod memory;
+pub mod names;
+pub mod patch;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::runtime::timer::TimerId;
+use crate::runtime::Runtime;
+use backend::{Backend, Commit, Mutation};
+use document::Body;
+pub use document::Document;
+pub use names::Limits;
+use parking_lot::Mutex;
+pub use patch::PatchOps;
+use serde_json::Value;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Options of [`Store::write`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Fail with `Exists` if the key holds a live document. Atomic: of two racing
+    /// writers exactly one succeeds.
+    pub fail_if_exists: bool,
+    /// Expire the document this long after the write (engine clock). Zero is refused.
+    pub ttl: Option<Duration>,
+    /// Write only if the key's current version is this (0: only if absent); otherwise
+    /// fail with `VersionConflict`.
+    pub if_version: Option<u64>,
+}
+
+/// Options of [`Store::patch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatchOptions {
+    /// Do not return the patched document (the seed's `removeDataFromReply`).
+    pub remove_data_from_reply: bool,
+    /// Patch only if the key's current version is this; otherwise `VersionConflict`.
+    pub if_version: Option<u64>,
+}
+
+/// Options of [`Store::remove`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoveOptions {
+    /// Remove only if the key's current version is this; otherwise `VersionConflict`.
+    pub if_version: Option<u64>,
+}
+
+/// The result of a successful patch.
+#[derive(Debug, Clone)]
+pub struct Patched {
+    /// The new version.
+    pub version: u64,
+    /// The patched document, unless `remove_data_from_reply` was set.
+    pub document: Option<Document>,
+}
+
+/// One entry of [`Store::list`].
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The key.
+    pub key: String,
+    /// The document, unless the listing was keys only.
+    pub document: Option<Document>,
+}
+
+/// The store of one engine. Get it with [`crate::Engine::store`].
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    rt: Arc<Runtime>,
+    backend: Box<dyn Backend>,
+    limits: Limits,
+    sweep: Mutex<Option<(u64, TimerId)>>,
+    me: Weak<StoreInner>,
+}
+
+/// How many expired keys one sweep step removes before checking again.
+const SWEEP_BATCH: usize = 1024;
+
+impl Store {
+    pub(crate) fn new(rt: Arc<Runtime>, backend: Box<dyn Backend>, limits: Limits) -> Store {
+        Store {
+            inner: Arc::new_cyclic(|me| StoreInner {
+                rt,
+                backend,
+                limits,
+                sweep: Mutex::new(None),
+                me: me.clone(),
+            }),
+        }
+    }
+
+    /// The bounds this store enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Reads one document. `NotFound` if the key is absent or expired.
+    #[inline]
+    pub fn read(&self, bucket: &str, key: &str) -> Result<Document> {
+        let s = &self.inner;
+        s.rt.check_open()?;
+        match s.backend.get(bucket, key, s.rt.now_ms()) {
+            Some(doc) => Ok(doc),
+            None => {
+                s.limits.check_bucket(bucket)?;
+                s.limits.check_key(key)?;
+                Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no document {bucket}/{key}"),
+                ))
+            }
+        }
+    }
+
+    /// Reads every live document of a bucket (the seed's empty-key read), sorted by key.
+    pub fn read_all(&self, bucket: &str) -> Result<Vec<(String, Document)>> {
+        let s = &self.inner;
+        s.rt.check_open()?;
+        s.limits.check_bucket(bucket)?;
+        let mut all: Vec<(String, Document)> = s
+            .backend
+            .scan(bucket, s.rt.now_ms())
+            .into_iter()
+            .map(|(k, d)| (k.to_string(), d))
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
+    }
+
+    /// Lists a bucket's keys, sorted; with `keys_only` false each entry carries its
+    /// document too.
+    pub fn list(&self, bucket: &str, keys_only: bool) -> Result<Vec<Listed>> {
+        Ok(self
+            .read_all(bucket)?
+            .into_iter()
+            .map(|(key, d)| Listed {
+                key,
+                document: (!keys_only).then_some(d),
+            })
+            .collect())
+    }
+
+    /// The names of the buckets holding at least one live document, sorted.
+    pub fn buckets(&self) -> Result<Vec<String>> {
+        let s = &self.inner;
+        s.rt.check_open()?;
+        let mut names = s.backend.buckets(s.rt.now_ms());
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Writes a document given as a JSON value; returns the new version.
+    pub fn write(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: &Value,
+        opts: &WriteOptions,
+    ) -> Result<u64> {
+        self.inner.check_change(bucket, key)?;
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| Error::new(ErrorKind::InvalidJson, format!("cannot serialize: {e}")))?;
+        self.inner.limits.check_document(bytes.len())?;
+        self.inner
+            .put(bucket, key, Body::new_unchecked(bytes), opts)
+    }
+
+    /// Writes a document given as JSON text (validated, stored as given); returns the
+    /// new version.
+    pub fn write_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        json: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<u64> {
+        self.inner.check_change(bucket, key)?;
+        self.inner.limits.check_document(json.len())?;
+        let body = Body::parse(json)?;
+        self.inner.put(bucket, key, body, opts)
+    }
+
+    /// Applies RFC 6902 operations to a document, all or none.
+    pub fn patch(
+        &self,
+        bucket: &str,
+        key: &str,
+        ops: &PatchOps,
+        opts: &PatchOptions,
+    ) -> Result<Patched> {
+        self.inner.check_change(bucket, key)?;
+        self.inner.patch(bucket, key, ops, opts)
+    }
+
+    /// Applies RFC 6902 operations given as JSON text.
+    pub fn patch_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        ops: &[u8],
+        opts: &PatchOptions,
+    ) -> Result<Patched> {
+        self.inner.check_change(bucket, key)?;
+        let ops = PatchOps::from_slice(ops)?;
+        self.inner.patch(bucket, key, &ops, opts)
+    }
+
+    /// Removes a document; returns the version of the removal. `NotFound` if absent.
+    pub fn remove(&self, bucket: &str, key: &str, opts: &RemoveOptions) -> Result<u64> {
+        let s = &self.inner;
+        s.check_change(bucket, key)?;
+        let commit = s.backend.mutate(bucket, key, s.rt.now_ms(), &mut |cur| {
+            let Some(cur) = cur else {
+                return Err(not_found(bucket, key));
+            };
+            check_version(bucket, key, Some(cur), opts.if_version)?;
+            Ok(Mutation::Remove)
+        })?;
+        Ok(commit.version)
+    }
+
+    /// The newest version the store has assigned.
+    pub fn last_version(&self) -> u64 {
+        self.inner.backend.last_version()
+    }
+
+    /// Bytes of keys and documents held.
+    pub fn stored_bytes(&self) -> usize {
+        self.inner.backend.stored_bytes()
+    }
+}
+
+fn not_found(bucket: &str, key: &str) -> Error {
+    Error::new(ErrorKind::NotFound, format!("no document {bucket}/{key}"))
+}
+
+fn check_version(bucket: &str, key: &str, cur: Option<&Document>, want: Option<u64>) -> Result<()> {
+    let Some(want) = want else { return Ok(()) };
+    let have = cur.map_or(0, |d| d.version);
+    if have == want {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::VersionConflict,
+            format!("{bucket}/{key} is at version {have}, not {want}"),
+        ))
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> Result<u64> {
+    if ttl.is_zero() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "a TTL of zero is refused",
+        ));
+    }
+    // Round up: a TTL never ends before it was asked to.
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    Ok(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+impl StoreInner {
+    fn check_change(&self, bucket: &str, key: &str) -> Result<()> {
+        self.rt.check_open()?;
+        self.limits.check_bucket(bucket)?;
+        self.limits.check_key(key)
+    }
+
+    fn put(&self, bucket: &str, key: &str, body: Arc<Body>, opts: &WriteOptions) -> Result<u64> {
+        let now = self.rt.now_ms();
+        let expires = opts
+            .ttl
+            .map(ttl_ms)
+            .transpose()?
+            .map(|t| now.saturating_add(t));
+        let commit = self.backend.mutate(bucket, key, now, &mut |cur| {
+            if opts.fail_if_exists && cur.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Exists,
+                    format!("{bucket}/{key} already exists"),
+                ));
+            }
+            check_version(bucket, key, cur, opts.if_version)?;
+            Ok(Mutation::Put {
+                body: body.clone(),
+                expires_ms: expires,
+            })
+        })?;
+        if let Some(e) = expires {
+            self.schedule_sweep(e);
+        }
+        Ok(commit.version)
+    }
+
+    fn patch(
+        &self,
+        bucket: &str,
+        key: &str,
+        ops: &PatchOps,
+        opts: &PatchOptions,
+    ) -> Result<Patched> {
+        let now = self.rt.now_ms();
+        // Compute the result outside the key's lock from a snapshot; commit it only if
+        // the key is still at the snapshot's version, else recompute under the lock.
+        let snapshot = self
+            .backend
+            .get(bucket, key, now)
+            .ok_or_else(|| not_found(bucket, key))?;
+        check_version(bucket, key, Some(&snapshot), opts.if_version)?;
+        let first = self.apply_patch(&snapshot, ops)?;
+        let commit: Commit = self.backend.mutate(bucket, key, now, &mut |cur| {
+            let Some(cur) = cur else {
+                return Err(not_found(bucket, key));
+            };
+            check_version(bucket, key, Some(cur), opts.if_version)?;
+            let body = if cur.version == snapshot.version {
+                first.clone()
+            } else {
+                self.apply_patch(cur, ops)?
+            };
+            Ok(Mutation::Put {
+                body,
+                expires_ms: cur.expires_ms,
+            })
+        })?;
+        Ok(Patched {
+            version: commit.version,
+            document: if opts.remove_data_from_reply {
+                None
+            } else {
+                commit.current
+            },
+        })
+    }
+
+    fn apply_patch(&self, doc: &Document, ops: &PatchOps) -> Result<Arc<Body>> {
+        let mut value = doc.value()?;
+        ops.apply(&mut value)?;
+        let bytes = serde_json::to_vec(&value)
+            .map_err(|e| Error::new(ErrorKind::InvalidJson, format!("cannot serialize: {e}")))?;
+        self.limits.check_document(bytes.len())?;
+        Ok(Body::new_unchecked(bytes))
+    }
+
+    /// Makes sure a sweep runs by `deadline`.
+    fn schedule_sweep(&self, deadline: u64) {
+        let mut sweep = self.sweep.lock();
+        if let Some((at, _)) = *sweep {
+            if at <= deadline {
+                return;
+            }
+        }
+        let me = self.me.clone();
+        let job = Box::new(move || {
+            if let Some(store) = me.upgrade() {
+                store.run_sweep();
+            }
+        });
+        if let Ok(id) = self.rt.schedule(deadline, job) {
+            if let Some((_, old)) = sweep.replace((deadline, id)) {
+                self.rt.cancel(old);
+            }
+        }
+    }
+
+    /// Removes every expired document, then schedules the next sweep.
+    fn run_sweep(&self) {
+        *self.sweep.lock() = None;
+        loop {
+            let now = self.rt.now_ms();
+            let removed = self.backend.expire(now, SWEEP_BATCH);
+            if removed.len() < SWEEP_BATCH || self.rt.is_closed() {
+                break;
+            }
+        }
+        if let Some(next) = self.backend.next_expiry() {
+            self.schedule_sweep(next);
+        }
+    }
+}
