@@ -208,10 +208,7 @@ impl Fixture {
             .collect();
         let cbucket = CString::new(BUCKET).expect("no NUL in the bucket");
 
-        let tarn = Engine::builder()
-            .workers(2)
-            .build()
-            .expect("engine builds");
+        let tarn = Engine::builder().workers(2).build().expect("engine builds");
         let opts = WriteOptions::default();
         for k in &names {
             tarn.store()
@@ -219,7 +216,10 @@ impl Fixture {
                 .expect("preload write");
         }
         assert_eq!(tarn.store().read(BUCKET, "k0").expect("read").bytes(), doc);
-        assert_eq!(tarn.store().read(BUCKET, "k99999").expect("read").bytes(), doc);
+        assert_eq!(
+            tarn.store().read(BUCKET, "k99999").expect("read").bytes(),
+            doc
+        );
 
         let mut ptr: *mut tarn_engine = std::ptr::null_mut();
         assert_eq!(tarn_engine_new(&mut ptr), tarn_status::TARN_OK);

@@ -223,6 +223,7 @@ void tarn_engine_free(struct tarn_engine *engine);
 enum tarn_status tarn_engine_settle(const struct tarn_engine *engine, uint64_t timeout_ms);
 
 // Writes the engine clock's current time (ms since the Unix epoch) to `*out_ms`.
+// TARN_CLOSED after `tarn_engine_close`, like every call on a closed engine.
 enum tarn_status tarn_clock_now(const struct tarn_engine *engine, uint64_t *out_ms);
 
 // Sets a manual clock to `ms`; timers it passes fire (see `tarn_engine_settle`).
@@ -292,7 +293,10 @@ enum tarn_status tarn_store_write(const struct tarn_engine *engine,
 // and the patched document to `*out_doc` (each may be NULL; with
 // TARN_PATCH_REMOVE_DATA_FROM_REPLY `*out_doc` is set empty). TARN_NOT_FOUND,
 // TARN_INVALID_PATCH, TARN_PATCH_PATH_NOT_FOUND, TARN_PATCH_TEST_FAILED,
-// TARN_VERSION_CONFLICT, TARN_TOO_LARGE: the stored document is untouched.
+// TARN_VERSION_CONFLICT, TARN_TOO_LARGE, TARN_FULL: the stored document is untouched.
+// A successful patch is a change even when the result equals the input (an empty
+// list, only `test` operations): it takes a new version. The result is stored as
+// compact JSON with the document's key order kept.
 enum tarn_status tarn_store_patch(const struct tarn_engine *engine,
                                   const char *bucket,
                                   const char *key,

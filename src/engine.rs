@@ -19,8 +19,17 @@ pub const MAX_WORKERS: usize = 256;
 pub struct EngineBuilder {
     workers: usize,
     queue_capacity: usize,
-    clock: Option<Clock>,
+    clock: ClockChoice,
     limits: Limits,
+}
+
+/// Which clock a built engine gets. A manual clock is made fresh by each `build`, so two
+/// engines built from one builder never share a clock unless given one explicitly.
+#[derive(Debug, Clone)]
+enum ClockChoice {
+    System,
+    Manual(u64),
+    Shared(Clock),
 }
 
 impl Default for EngineBuilder {
@@ -29,7 +38,7 @@ impl Default for EngineBuilder {
         EngineBuilder {
             workers: cores.clamp(2, 8),
             queue_capacity: 4096,
-            clock: None,
+            clock: ClockChoice::System,
             limits: Limits::default(),
         }
     }
@@ -52,13 +61,14 @@ impl EngineBuilder {
     /// Uses a manual clock starting at `start_ms` (ms since the Unix epoch); move it
     /// with [`Engine::clock`]. For tests: timers fire only when it is moved past them.
     pub fn manual_clock(mut self, start_ms: u64) -> EngineBuilder {
-        self.clock = Some(Clock::manual(start_ms));
+        self.clock = ClockChoice::Manual(start_ms);
         self
     }
 
-    /// Uses the given clock (shared with whoever else holds it).
+    /// Uses the given clock, shared with whoever else holds it (several engines may
+    /// run on one manual clock this way).
     pub fn clock(mut self, clock: Clock) -> EngineBuilder {
-        self.clock = Some(clock);
+        self.clock = ClockChoice::Shared(clock);
         self
     }
 
@@ -114,7 +124,11 @@ impl EngineBuilder {
                 "name and document bounds must be at least 1 byte",
             ));
         }
-        let clock = self.clock.unwrap_or_else(Clock::system);
+        let clock = match self.clock {
+            ClockChoice::System => Clock::system(),
+            ClockChoice::Manual(start) => Clock::manual(start),
+            ClockChoice::Shared(c) => c,
+        };
         let rt = Arc::new(Runtime::start(clock, self.workers, self.queue_capacity)?);
         let backend = Box::new(MemoryBackend::new(self.limits.capacity_bytes));
         let store = Store::new(rt.clone(), backend, self.limits);

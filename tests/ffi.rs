@@ -13,7 +13,13 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory holding libtarn.so: the test binary lives in <target>/<profile>/deps.
+/// The directory holding a libtarn.so built from the current sources.
+///
+/// `cargo test` builds the cdylib into <target>/<profile>/deps, but `cargo build` writes
+/// the same unhashed file name with other (non-dev) features, so the file there may come
+/// from either build. This runs `cargo build --lib` (cargo's lock is free while tests
+/// run) and uses the copy cargo build keeps in <target>/<profile>, which always matches
+/// that build's own up-to-date check.
 fn lib_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -23,16 +29,14 @@ fn lib_dir() -> PathBuf {
             .and_then(Path::parent)
             .expect("target/<profile>")
             .to_path_buf();
-        if !dir.join("libtarn.so").exists() {
-            // cargo builds the cdylib with the test targets; build it if it is missing.
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "--lib"])
-                .current_dir(root())
-                .status()
-                .expect("run cargo build --lib");
-            assert!(st.success(), "cargo build --lib failed");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--lib"]).current_dir(root());
+        if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+            build.arg("--release");
         }
+        let st = build.status().expect("run cargo build --lib");
+        assert!(st.success(), "cargo build --lib failed");
         assert!(
             dir.join("libtarn.so").exists(),
             "no libtarn.so in {}",

@@ -191,11 +191,14 @@ pub extern "C" fn tarn_engine_settle(engine: *const tarn_engine, timeout_ms: u64
 }
 
 /// Writes the engine clock's current time (ms since the Unix epoch) to `*out_ms`.
+/// TARN_CLOSED after `tarn_engine_close`, like every call on a closed engine.
 #[no_mangle]
 pub extern "C" fn tarn_clock_now(engine: *const tarn_engine, out_ms: *mut u64) -> tarn_status {
     guard(|| {
         let e = &handle(engine, "engine")?.engine;
-        *out(out_ms, "out_ms")? = e.clock().now_ms();
+        let slot = out(out_ms, "out_ms")?;
+        check_open(e)?;
+        *slot = e.clock().now_ms();
         Ok(())
     })
 }

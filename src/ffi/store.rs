@@ -256,7 +256,10 @@ pub extern "C" fn tarn_store_write(
 /// and the patched document to `*out_doc` (each may be NULL; with
 /// TARN_PATCH_REMOVE_DATA_FROM_REPLY `*out_doc` is set empty). TARN_NOT_FOUND,
 /// TARN_INVALID_PATCH, TARN_PATCH_PATH_NOT_FOUND, TARN_PATCH_TEST_FAILED,
-/// TARN_VERSION_CONFLICT, TARN_TOO_LARGE: the stored document is untouched.
+/// TARN_VERSION_CONFLICT, TARN_TOO_LARGE, TARN_FULL: the stored document is untouched.
+/// A successful patch is a change even when the result equals the input (an empty
+/// list, only `test` operations): it takes a new version. The result is stored as
+/// compact JSON with the document's key order kept.
 #[no_mangle]
 pub extern "C" fn tarn_store_patch(
     engine: *const tarn_engine,
@@ -332,7 +335,7 @@ pub extern "C" fn tarn_store_last_version(
 ) -> tarn_status {
     guard(|| {
         let e = &handle(engine, "engine")?.engine;
-        *out(out_version, "out_version")? = e.store().last_version();
+        *out(out_version, "out_version")? = e.store().last_version()?;
         Ok(())
     })
 }

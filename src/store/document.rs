@@ -23,7 +23,7 @@ impl Body {
     }
 
     /// Validates `bytes` as one JSON value (UTF-8, full grammar, string escapes and
-    /// nesting depth at most 128) and wraps a copy of them.
+    /// fewer than 128 levels of nesting) and wraps a copy of them.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Arc<Body>> {
         validate_json(bytes)?;
         Ok(Body::new_unchecked(bytes.to_vec()))

@@ -166,7 +166,22 @@ impl Backend for MemoryBackend {
         now_ms: u64,
         decide: &mut dyn FnMut(Option<&Document>) -> Result<Mutation>,
     ) -> Result<Commit> {
-        let b = self.bucket_or_create(bucket);
+        let b = match self.bucket(bucket) {
+            Some(b) => b,
+            None => match decide(None)? {
+                // Decided on the absent key before creating the bucket, so a refused
+                // change never leaves an empty bucket behind. A put creates the bucket
+                // and decides again under the shard lock, as the trait allows.
+                Mutation::Put { .. } => self.bucket_or_create(bucket),
+                Mutation::Remove => {
+                    return Ok(Commit {
+                        version: self.seq.fetch_add(1, Ordering::AcqRel) + 1,
+                        previous: None,
+                        current: None,
+                    })
+                }
+            },
+        };
         let mut shard = b.shard(key).write();
         let stored = shard
             .get_key_value(key)

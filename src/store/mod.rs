@@ -245,9 +245,11 @@ impl Store {
         Ok(commit.version)
     }
 
-    /// The newest version the store has assigned.
-    pub fn last_version(&self) -> u64 {
-        self.inner.backend.last_version()
+    /// The newest version the store has assigned (expiry removals take versions too:
+    /// they are changes, and publish events like any other).
+    pub fn last_version(&self) -> Result<u64> {
+        self.inner.rt.check_open()?;
+        Ok(self.inner.backend.last_version())
     }
 
     /// Bytes of keys and documents held.
@@ -299,17 +301,19 @@ impl StoreInner {
             .map(ttl_ms)
             .transpose()?
             .map(|t| now.saturating_add(t));
-        let commit = self.backend.mutate(bucket, key, now, &mut |cur| {
-            if opts.fail_if_exists && cur.is_some() {
-                return Err(Error::new(
-                    ErrorKind::Exists,
-                    format!("{bucket}/{key} already exists"),
-                ));
-            }
-            check_version(bucket, key, cur, opts.if_version)?;
-            Ok(Mutation::Put {
-                body: body.clone(),
-                expires_ms: expires,
+        let commit = self.with_room(now, &mut || {
+            self.backend.mutate(bucket, key, now, &mut |cur| {
+                if opts.fail_if_exists && cur.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::Exists,
+                        format!("{bucket}/{key} already exists"),
+                    ));
+                }
+                check_version(bucket, key, cur, opts.if_version)?;
+                Ok(Mutation::Put {
+                    body: body.clone(),
+                    expires_ms: expires,
+                })
             })
         })?;
         if let Some(e) = expires {
@@ -334,19 +338,21 @@ impl StoreInner {
             .ok_or_else(|| not_found(bucket, key))?;
         check_version(bucket, key, Some(&snapshot), opts.if_version)?;
         let first = self.apply_patch(&snapshot, ops)?;
-        let commit: Commit = self.backend.mutate(bucket, key, now, &mut |cur| {
-            let Some(cur) = cur else {
-                return Err(not_found(bucket, key));
-            };
-            check_version(bucket, key, Some(cur), opts.if_version)?;
-            let body = if cur.version == snapshot.version {
-                first.clone()
-            } else {
-                self.apply_patch(cur, ops)?
-            };
-            Ok(Mutation::Put {
-                body,
-                expires_ms: cur.expires_ms,
+        let commit: Commit = self.with_room(now, &mut || {
+            self.backend.mutate(bucket, key, now, &mut |cur| {
+                let Some(cur) = cur else {
+                    return Err(not_found(bucket, key));
+                };
+                check_version(bucket, key, Some(cur), opts.if_version)?;
+                let body = if cur.version == snapshot.version {
+                    first.clone()
+                } else {
+                    self.apply_patch(cur, ops)?
+                };
+                Ok(Mutation::Put {
+                    body,
+                    expires_ms: cur.expires_ms,
+                })
             })
         })?;
         Ok(Patched {
@@ -366,6 +372,32 @@ impl StoreInner {
             .map_err(|e| Error::new(ErrorKind::InvalidJson, format!("cannot serialize: {e}")))?;
         self.limits.check_document(bytes.len())?;
         Ok(Body::new_unchecked(bytes))
+    }
+
+    /// Runs a change; if the store is full, first removes the documents that have
+    /// expired but not yet been swept (they are gone for readers already, so they must
+    /// not hold capacity either) and tries once more.
+    fn with_room(&self, now: u64, change: &mut dyn FnMut() -> Result<Commit>) -> Result<Commit> {
+        match change() {
+            Err(e)
+                if e.kind() == ErrorKind::Full
+                    && self.backend.next_expiry().is_some_and(|x| x <= now) =>
+            {
+                self.reap(now);
+                change()
+            }
+            other => other,
+        }
+    }
+
+    /// Removes every document expired at `now`, in batches.
+    fn reap(&self, now: u64) {
+        loop {
+            let removed = self.backend.expire(now, SWEEP_BATCH);
+            if removed.len() < SWEEP_BATCH || self.rt.is_closed() {
+                break;
+            }
+        }
     }
 
     /// Makes sure a sweep runs by `deadline`.
@@ -392,13 +424,7 @@ impl StoreInner {
     /// Removes every expired document, then schedules the next sweep.
     fn run_sweep(&self) {
         *self.sweep.lock() = None;
-        loop {
-            let now = self.rt.now_ms();
-            let removed = self.backend.expire(now, SWEEP_BATCH);
-            if removed.len() < SWEEP_BATCH || self.rt.is_closed() {
-                break;
-            }
-        }
+        self.reap(self.rt.now_ms());
         if let Some(next) = self.backend.next_expiry() {
             self.schedule_sweep(next);
         }
