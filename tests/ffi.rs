@@ -15,28 +15,34 @@ fn root() -> PathBuf {
 
 /// The directory holding a libtarn.so built from the current sources.
 ///
-/// `cargo test` builds the cdylib into <target>/<profile>/deps, but `cargo build` writes
-/// the same unhashed file name with other (non-dev) features, so the file there may come
-/// from either build. This runs `cargo build --lib` (cargo's lock is free while tests
-/// run) and uses the copy cargo build keeps in <target>/<profile>, which always matches
-/// that build's own up-to-date check.
+/// The cdylib that `cargo test` leaves in <target>/<profile>/deps cannot be trusted: a
+/// crate that is also a cdylib gets unhashed file names, so `cargo build` (which builds
+/// it with other, non-dev features) and `cargo test` overwrite each other's files there
+/// while each keeps believing its own copy is fresh. So this builds the library into a
+/// target directory of its own, <target>/ffi-lib (cargo's lock is free while tests run;
+/// the build is incremental after the first time), and links the programs against it.
 fn lib_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
-        let dir = exe
+        let profile_dir = exe
             .parent()
             .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf();
+            .expect("target/<profile>");
+        let release = profile_dir.file_name().and_then(|n| n.to_str()) == Some("release");
+        let target = profile_dir.parent().expect("target").join("ffi-lib");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "--lib"]).current_dir(root());
-        if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        build
+            .args(["build", "--lib", "--target-dir"])
+            .arg(&target)
+            .current_dir(root());
+        if release {
             build.arg("--release");
         }
         let st = build.status().expect("run cargo build --lib");
         assert!(st.success(), "cargo build --lib failed");
+        let dir = target.join(if release { "release" } else { "debug" });
         assert!(
             dir.join("libtarn.so").exists(),
             "no libtarn.so in {}",

@@ -37,19 +37,20 @@ impl tarn_buf {
         }
     }
 
-    /// A buffer holding one more reference to `body`.
-    pub(crate) fn share(body: &Arc<Body>) -> tarn_buf {
+    /// A buffer that takes over one reference to `body` (no copy of the bytes).
+    pub(crate) fn own(body: Arc<Body>) -> tarn_buf {
         let bytes = body.bytes();
+        let (data, len) = (bytes.as_ptr(), bytes.len());
         tarn_buf {
-            data: bytes.as_ptr(),
-            len: bytes.len(),
-            _owner: Arc::into_raw(body.clone()) as *mut c_void,
+            data,
+            len,
+            _owner: Arc::into_raw(body) as *mut c_void,
         }
     }
 
     /// A buffer owning freshly produced bytes.
     pub(crate) fn from_vec(bytes: Vec<u8>) -> tarn_buf {
-        tarn_buf::share(&Body::new_unchecked(bytes))
+        tarn_buf::own(Body::new_unchecked(bytes))
     }
 }
 

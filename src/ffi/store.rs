@@ -102,10 +102,11 @@ pub extern "C" fn tarn_store_read(
         let key = name(key, "key")?;
         let slot = out(out_doc, "out_doc")?;
         let doc = e.store().read(bucket, key)?;
-        *slot = tarn_buf::share(doc.body());
         if let Some(info) = out_opt(out_info) {
             *info = tarn_doc_info::from(&doc);
         }
+        // Hand the read's own reference to the buffer: no second count on the document.
+        *slot = tarn_buf::own(doc.body);
         Ok(())
     })
 }
@@ -291,8 +292,8 @@ pub extern "C" fn tarn_store_patch(
             *v = patched.version;
         }
         if let Some(d) = out_opt(out_doc) {
-            *d = match &patched.document {
-                Some(doc) => tarn_buf::share(doc.body()),
+            *d = match patched.document {
+                Some(doc) => tarn_buf::own(doc.body),
                 None => tarn_buf::empty(),
             };
         }

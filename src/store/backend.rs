@@ -52,11 +52,12 @@ pub struct Expired {
 
 /// A place the store keeps its documents. All methods are called with validated names.
 pub trait Backend: Send + Sync + 'static {
-    /// The live (unexpired at `now_ms`) document of a key.
-    fn get(&self, bucket: &str, key: &str, now_ms: u64) -> Option<Document>;
+    /// The document held for a key, expired or not (the store checks the TTL, so the
+    /// clock is only read for documents that have one).
+    fn get(&self, bucket: &str, key: &str) -> Option<Document>;
 
-    /// Every live document of a bucket, in no particular order.
-    fn scan(&self, bucket: &str, now_ms: u64) -> Vec<(Arc<str>, Document)>;
+    /// Every document held in a bucket, expired or not, in no particular order.
+    fn scan(&self, bucket: &str) -> Vec<(Arc<str>, Document)>;
 
     /// The names of the buckets that hold at least one live document.
     fn buckets(&self, now_ms: u64) -> Vec<String>;

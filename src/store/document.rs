@@ -148,10 +148,6 @@ impl Document {
     pub(crate) fn is_live(&self, now_ms: u64) -> bool {
         self.expires_ms.is_none_or(|e| e > now_ms)
     }
-
-    pub(crate) fn body(&self) -> &Arc<Body> {
-        &self.body
-    }
 }
 
 impl fmt::Debug for Document {

@@ -1,10 +1,17 @@
-//! The in-memory backend: buckets of sharded hash maps.
+//! The in-memory backend: a directory of buckets, each a set of sharded hash tables.
 //!
-//! Layout: `buckets` maps a bucket name to its shards; a key lives in the shard its
-//! hash selects. Reads take one bucket-map read lock and one shard read lock, and clone
-//! an `Arc` (the document bytes are never copied).
+//! Read path (the hot one): load the directory snapshot (no shared write), find the
+//! bucket, hash the key once — the hash picks both the shard and the slot — take that
+//! shard's read lock and clone the document's `Arc`. The document bytes are never
+//! copied. Liveness (TTL) is the store's business: `get` and `scan` return what is held.
+//!
+//! Directory: `snapshot` is an immutable map that readers load lock-free; buckets made
+//! since it was built sit in `recent` (behind a lock) until the snapshot is rebuilt,
+//! which happens when `recent` has grown past an eighth of the snapshot, so making N
+//! buckets costs O(N) in all and a new bucket is visible at once through `recent`.
 //!
 //! Invariants:
+//! - A bucket, once made, is in `snapshot` or `recent` (or both) until the backend drops.
 //! - A version is taken from `seq` while the key's shard write lock is held, so the
 //!   versions of one key increase in commit order.
 //! - `expiry` holds exactly one `(deadline, bucket, key)` for each stored entry that has
@@ -12,54 +19,73 @@
 //! - `bytes` is the sum of `key.len() + body.len()` over stored entries; a write that
 //!   would take it over `capacity` is refused before anything changes.
 //!
-//! Locks, always taken in this order: `buckets` (read, or write to add a bucket) →
-//! one shard → `expiry`. Nothing else runs under them: no user code, no allocation of
-//! documents (bodies are built before `mutate` takes the shard lock, except for the
-//! caller's `decide`, which is the store's own code and does no I/O).
+//! Locks, always taken in this order: `recent` (to make or find a new bucket) → one
+//! shard → `expiry`. No user code runs under any of them: `decide` is the store's own
+//! code (comparisons and clones only).
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::backend::{Backend, Commit, Expired, Mutation};
 use crate::store::document::Document;
+use arc_swap::ArcSwap;
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-const SHARDS: usize = 16;
+/// Shards per bucket (a power of two).
+const SHARDS: usize = 32;
 
-type Shard = RwLock<HashMap<Arc<str>, Document, RandomState>>;
+struct Slot {
+    key: Arc<str>,
+    doc: Document,
+}
+
+/// Keeps each shard lock on its own cache line, so readers of different shards do not
+/// slow each other down.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+type Table = HashTable<Slot>;
 
 struct Bucket {
     name: Arc<str>,
     hasher: RandomState,
-    shards: Box<[Shard]>,
+    shards: Box<[Padded<RwLock<Table>>]>,
 }
 
 impl Bucket {
     fn new(name: &str) -> Bucket {
-        let hasher = RandomState::default();
         Bucket {
             name: Arc::from(name),
+            hasher: RandomState::default(),
             shards: (0..SHARDS)
-                .map(|_| RwLock::new(HashMap::with_hasher(hasher.clone())))
+                .map(|_| Padded(RwLock::new(HashTable::new())))
                 .collect(),
-            hasher,
         }
     }
 
+    /// The key's hash and its shard. The shard comes from bits 40.. of the hash, which
+    /// the table uses for neither its slot index (low bits) nor its tags (top 7 bits).
     #[inline]
-    fn shard(&self, key: &str) -> &Shard {
+    fn locate(&self, key: &str) -> (u64, &RwLock<Table>) {
         let h = self.hasher.hash_one(key);
-        // High bits pick the shard; the map inside uses the low bits.
-        &self.shards[(h >> 60) as usize % SHARDS]
+        (h, &self.shards[(h >> 40) as usize & (SHARDS - 1)].0)
+    }
+
+    fn rehash(&self) -> impl Fn(&Slot) -> u64 + '_ {
+        move |s: &Slot| self.hasher.hash_one(&*s.key)
     }
 }
 
+type Directory = HashMap<Arc<str>, Arc<Bucket>, RandomState>;
+
 /// The default backend: everything in this process's memory.
 pub struct MemoryBackend {
-    buckets: RwLock<HashMap<Arc<str>, Arc<Bucket>, RandomState>>,
+    snapshot: ArcSwap<Directory>,
+    recent: RwLock<Directory>,
     seq: AtomicU64,
     expiry: Mutex<BTreeSet<(u64, Arc<str>, Arc<str>)>>,
     bytes: AtomicUsize,
@@ -70,7 +96,8 @@ impl MemoryBackend {
     /// An empty backend; `capacity` bounds the bytes of keys and documents held.
     pub fn new(capacity: Option<usize>) -> MemoryBackend {
         MemoryBackend {
-            buckets: RwLock::new(HashMap::default()),
+            snapshot: ArcSwap::from_pointee(Directory::default()),
+            recent: RwLock::new(Directory::default()),
             seq: AtomicU64::new(0),
             expiry: Mutex::new(BTreeSet::new()),
             bytes: AtomicUsize::new(0),
@@ -78,19 +105,47 @@ impl MemoryBackend {
         }
     }
 
+    /// Finds a bucket and runs `f` on it without cloning its `Arc` on the fast path.
     #[inline]
+    fn with_bucket<R>(&self, name: &str, f: impl FnOnce(&Bucket) -> R) -> Option<R> {
+        let snap = self.snapshot.load();
+        if let Some(b) = snap.get(name) {
+            return Some(f(b));
+        }
+        let b = self.recent.read().get(name).cloned()?;
+        Some(f(&b))
+    }
+
     fn bucket(&self, name: &str) -> Option<Arc<Bucket>> {
-        self.buckets.read().get(name).cloned()
+        let found = self.snapshot.load().get(name).cloned();
+        found.or_else(|| self.recent.read().get(name).cloned())
     }
 
     fn bucket_or_create(&self, name: &str) -> Arc<Bucket> {
         if let Some(b) = self.bucket(name) {
             return b;
         }
-        let mut map = self.buckets.write();
-        map.entry(Arc::from(name))
-            .or_insert_with(|| Arc::new(Bucket::new(name)))
-            .clone()
+        let mut recent = self.recent.write();
+        if let Some(b) = self.snapshot.load().get(name).or_else(|| recent.get(name)) {
+            return b.clone();
+        }
+        let b = Arc::new(Bucket::new(name));
+        recent.insert(b.name.clone(), b.clone());
+        let snap = self.snapshot.load_full();
+        if recent.len() > snap.len() / 8 + 8 {
+            // Fold the recent buckets into a new snapshot; still under `recent`'s lock,
+            // so no bucket is ever in neither.
+            let mut next: Directory = (*snap).clone();
+            next.extend(recent.drain());
+            self.snapshot.store(Arc::new(next));
+        }
+        b
+    }
+
+    fn all_buckets(&self) -> Vec<Arc<Bucket>> {
+        let mut all: Vec<Arc<Bucket>> = self.snapshot.load().values().cloned().collect();
+        all.extend(self.recent.read().values().cloned());
+        all
     }
 
     /// Reserves `grow` more bytes, or fails with `Full`.
@@ -113,7 +168,13 @@ impl MemoryBackend {
     }
 
     fn release(&self, n: usize) {
-        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        if n > 0 {
+            self.bytes.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    fn next_version(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::AcqRel) + 1
     }
 }
 
@@ -123,37 +184,34 @@ fn entry_size(key: &str, doc: &Document) -> usize {
 
 impl Backend for MemoryBackend {
     #[inline]
-    fn get(&self, bucket: &str, key: &str, now_ms: u64) -> Option<Document> {
-        let buckets = self.buckets.read();
-        let b = buckets.get(bucket)?;
-        let shard = b.shard(key).read();
-        shard.get(key).filter(|d| d.is_live(now_ms)).cloned()
+    fn get(&self, bucket: &str, key: &str) -> Option<Document> {
+        self.with_bucket(bucket, |b| {
+            let (h, shard) = b.locate(key);
+            let t = shard.read();
+            t.find(h, |s| &*s.key == key).map(|s| s.doc.clone())
+        })
+        .flatten()
     }
 
-    fn scan(&self, bucket: &str, now_ms: u64) -> Vec<(Arc<str>, Document)> {
-        let Some(b) = self.bucket(bucket) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for shard in b.shards.iter() {
-            let shard = shard.read();
-            out.extend(
-                shard
-                    .iter()
-                    .filter(|(_, d)| d.is_live(now_ms))
-                    .map(|(k, d)| (k.clone(), d.clone())),
-            );
-        }
-        out
+    fn scan(&self, bucket: &str) -> Vec<(Arc<str>, Document)> {
+        self.with_bucket(bucket, |b| {
+            let mut out = Vec::new();
+            for shard in b.shards.iter() {
+                let t = shard.0.read();
+                out.extend(t.iter().map(|s| (s.key.clone(), s.doc.clone())));
+            }
+            out
+        })
+        .unwrap_or_default()
     }
 
     fn buckets(&self, now_ms: u64) -> Vec<String> {
-        let all: Vec<Arc<Bucket>> = self.buckets.read().values().cloned().collect();
-        all.iter()
+        self.all_buckets()
+            .iter()
             .filter(|b| {
                 b.shards
                     .iter()
-                    .any(|s| s.read().values().any(|d| d.is_live(now_ms)))
+                    .any(|s| s.0.read().iter().any(|slot| slot.doc.is_live(now_ms)))
             })
             .map(|b| b.name.to_string())
             .collect()
@@ -169,30 +227,31 @@ impl Backend for MemoryBackend {
         let b = match self.bucket(bucket) {
             Some(b) => b,
             None => match decide(None)? {
-                // Decided on the absent key before creating the bucket, so a refused
-                // change never leaves an empty bucket behind. A put creates the bucket
-                // and decides again under the shard lock, as the trait allows.
+                // Decided on the absent key before making the bucket, so a refused
+                // change never leaves an empty bucket behind. A put makes the bucket and
+                // decides again under the shard lock, as the trait allows.
                 Mutation::Put { .. } => self.bucket_or_create(bucket),
                 Mutation::Remove => {
                     return Ok(Commit {
-                        version: self.seq.fetch_add(1, Ordering::AcqRel) + 1,
+                        version: self.next_version(),
                         previous: None,
                         current: None,
                     })
                 }
             },
         };
-        let mut shard = b.shard(key).write();
-        let stored = shard
-            .get_key_value(key)
-            .map(|(k, d)| (k.clone(), d.clone()));
+        let (h, shard) = b.locate(key);
+        let mut t = shard.write();
+        let stored = t
+            .find(h, |s| &*s.key == key)
+            .map(|s| (s.key.clone(), s.doc.clone()));
         let live = stored
             .as_ref()
             .map(|(_, d)| d)
             .filter(|d| d.is_live(now_ms));
         let mutation = decide(live)?;
-        let old_size = stored.as_ref().map_or(0, |(k, d)| entry_size(k, d));
         let previous = live.cloned();
+        let old_size = stored.as_ref().map_or(0, |(k, d)| entry_size(k, d));
         let old_expiry = stored
             .as_ref()
             .and_then(|(k, d)| d.expires_ms.map(|e| (e, k.clone())));
@@ -204,15 +263,14 @@ impl Backend for MemoryBackend {
                 } else {
                     self.release(old_size - new_size);
                 }
-                let version = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
                 let doc = Document {
                     body,
-                    version,
+                    version: self.next_version(),
                     modified_ms: now_ms,
                     expires_ms,
                 };
-                let key: Arc<str> = match stored {
-                    Some((k, _)) => k,
+                let key: Arc<str> = match &stored {
+                    Some((k, _)) => k.clone(),
                     None => Arc::from(key),
                 };
                 if old_expiry.is_some() || expires_ms.is_some() {
@@ -224,17 +282,29 @@ impl Backend for MemoryBackend {
                         ex.insert((e, b.name.clone(), key.clone()));
                     }
                 }
-                shard.insert(key, doc.clone());
+                match t.find_mut(h, |s| s.key == key) {
+                    Some(slot) => slot.doc = doc.clone(),
+                    None => {
+                        t.insert_unique(
+                            h,
+                            Slot {
+                                key,
+                                doc: doc.clone(),
+                            },
+                            b.rehash(),
+                        );
+                    }
+                }
                 Ok(Commit {
-                    version,
+                    version: doc.version,
                     previous,
                     current: Some(doc),
                 })
             }
             Mutation::Remove => {
-                let version = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-                if let Some((k, _)) = stored {
-                    shard.remove(&*k);
+                let version = self.next_version();
+                if let Ok(entry) = t.find_entry(h, |s| &*s.key == key) {
+                    entry.remove();
                     self.release(old_size);
                     if let Some((e, k)) = old_expiry {
                         self.expiry.lock().remove(&(e, b.name.clone(), k));
@@ -263,28 +333,25 @@ impl Backend for MemoryBackend {
             let Some(b) = self.bucket(&bucket) else {
                 continue;
             };
-            let mut shard = b.shard(&key).write();
+            let (h, shard) = b.locate(&key);
+            let mut t = shard.write();
             // The entry may have been rewritten since the index was read: only remove it
             // if it still carries this deadline.
-            let still = shard
-                .get(&*key)
-                .is_some_and(|d| d.expires_ms == Some(deadline));
-            if !still {
+            let Ok(entry) = t.find_entry(h, |s| s.key == key && s.doc.expires_ms == Some(deadline))
+            else {
                 continue;
-            }
-            if let Some(previous) = shard.remove(&*key) {
-                self.release(entry_size(&key, &previous));
-                self.expiry
-                    .lock()
-                    .remove(&(deadline, bucket.clone(), key.clone()));
-                let version = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-                out.push(Expired {
-                    bucket,
-                    key,
-                    version,
-                    previous,
-                });
-            }
+            };
+            let (slot, _) = entry.remove();
+            self.release(entry_size(&key, &slot.doc));
+            self.expiry
+                .lock()
+                .remove(&(deadline, bucket.clone(), key.clone()));
+            out.push(Expired {
+                bucket,
+                key,
+                version: self.next_version(),
+                previous: slot.doc,
+            });
         }
         out
     }

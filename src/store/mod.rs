@@ -125,9 +125,11 @@ impl Store {
     pub fn read(&self, bucket: &str, key: &str) -> Result<Document> {
         let s = &self.inner;
         s.rt.check_open()?;
-        match s.backend.get(bucket, key, s.rt.now_ms()) {
-            Some(doc) => Ok(doc),
-            None => {
+        match s.backend.get(bucket, key) {
+            // The clock is read only for documents with a TTL: on the system clock it is
+            // a clock_gettime call that would otherwise be half the cost of a hit.
+            Some(doc) if doc.expires_ms.is_none_or(|e| e > s.rt.now_ms()) => Ok(doc),
+            _ => {
                 s.limits.check_bucket(bucket)?;
                 s.limits.check_key(key)?;
                 Err(Error::new(
@@ -143,10 +145,12 @@ impl Store {
         let s = &self.inner;
         s.rt.check_open()?;
         s.limits.check_bucket(bucket)?;
+        let now = s.rt.now_ms();
         let mut all: Vec<(String, Document)> = s
             .backend
-            .scan(bucket, s.rt.now_ms())
+            .scan(bucket)
             .into_iter()
+            .filter(|(_, d)| d.is_live(now))
             .map(|(k, d)| (k.to_string(), d))
             .collect();
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -334,7 +338,8 @@ impl StoreInner {
         // the key is still at the snapshot's version, else recompute under the lock.
         let snapshot = self
             .backend
-            .get(bucket, key, now)
+            .get(bucket, key)
+            .filter(|d| d.is_live(now))
             .ok_or_else(|| not_found(bucket, key))?;
         check_version(bucket, key, Some(&snapshot), opts.if_version)?;
         let first = self.apply_patch(&snapshot, ops)?;
