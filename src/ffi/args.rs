@@ -60,6 +60,13 @@ pub(crate) fn out_opt<'a, T>(p: *mut T) -> Option<&'a mut T> {
     unsafe { p.as_mut() }
 }
 
+/// Writes `value` through an optional out-pointer (NULL: not wanted).
+pub(crate) fn put<T>(p: *mut T, value: T) {
+    if let Some(slot) = out_opt(p) {
+        *slot = value;
+    }
+}
+
 /// An optional options-struct pointer (NULL: defaults).
 pub(crate) fn opts<'a, T>(p: *const T) -> Option<&'a T> {
     // SAFETY: the header requires options pointers to be NULL or to point to a valid,

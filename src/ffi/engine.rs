@@ -1,7 +1,7 @@
 //! C functions of the engine: builder, lifecycle, clock, settle.
 
 use crate::engine::{Engine, EngineBuilder};
-use crate::ffi::args::{handle, out, out_opt};
+use crate::ffi::args::{handle, out, put};
 use crate::ffi::error::{guard, guard_value, FfiError};
 use crate::ffi::status::tarn_status;
 use std::time::Duration;
@@ -228,9 +228,7 @@ pub extern "C" fn tarn_clock_advance(
         let e = &handle(engine, "engine")?.engine;
         check_open(e)?;
         let now = e.clock().advance(Duration::from_millis(ms))?;
-        if let Some(o) = out_opt(out_now_ms) {
-            *o = now;
-        }
+        put(out_now_ms, now);
         Ok(())
     })
 }

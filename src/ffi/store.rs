@@ -3,10 +3,11 @@
 //! Only converts, checks and calls `crate::store`. Documents come in as pointer +
 //! length JSON text and go out as `tarn_buf`s that share the stored bytes.
 
-use crate::ffi::args::{bytes, flags, handle, name, opts, out, out_opt};
+use crate::engine::Engine;
+use crate::ffi::args::{bytes, flags, handle, name, opts, out, out_opt, put};
 use crate::ffi::buffer::tarn_buf;
 use crate::ffi::engine::tarn_engine;
-use crate::ffi::error::guard;
+use crate::ffi::error::{guard, FfiResult};
 use crate::ffi::status::tarn_status;
 use crate::store::{Document, PatchOptions, RemoveOptions, WriteOptions};
 use std::ffi::c_char;
@@ -74,6 +75,19 @@ pub struct tarn_doc_info {
     pub expires_ms: u64,
 }
 
+/// The engine, bucket and key arguments every single-document call takes.
+fn doc_args<'a>(
+    engine: *const tarn_engine,
+    bucket: *const c_char,
+    key: *const c_char,
+) -> FfiResult<(&'a Engine, &'a str, &'a str)> {
+    Ok((
+        &handle(engine, "engine")?.engine,
+        name(bucket, "bucket")?,
+        name(key, "key")?,
+    ))
+}
+
 impl From<&Document> for tarn_doc_info {
     fn from(d: &Document) -> tarn_doc_info {
         tarn_doc_info {
@@ -97,9 +111,7 @@ pub extern "C" fn tarn_store_read(
     out_info: *mut tarn_doc_info,
 ) -> tarn_status {
     guard(|| {
-        let e = &handle(engine, "engine")?.engine;
-        let bucket = name(bucket, "bucket")?;
-        let key = name(key, "key")?;
+        let (e, bucket, key) = doc_args(engine, bucket, key)?;
         let slot = out(out_doc, "out_doc")?;
         let doc = e.store().read(bucket, key)?;
         if let Some(info) = out_opt(out_info) {
@@ -229,9 +241,7 @@ pub extern "C" fn tarn_store_write(
     out_version: *mut u64,
 ) -> tarn_status {
     guard(|| {
-        let e = &handle(engine, "engine")?.engine;
-        let bucket = name(bucket, "bucket")?;
-        let key = name(key, "key")?;
+        let (e, bucket, key) = doc_args(engine, bucket, key)?;
         let json = bytes(json, json_len, "json")?;
         let o = opts(options).copied().unwrap_or_default();
         let f = flags(
@@ -245,9 +255,7 @@ pub extern "C" fn tarn_store_write(
             if_version: (f & TARN_WRITE_IF_VERSION != 0).then_some(o.if_version),
         };
         let version = e.store().write_bytes(bucket, key, json, &wo)?;
-        if let Some(v) = out_opt(out_version) {
-            *v = version;
-        }
+        put(out_version, version);
         Ok(())
     })
 }
@@ -273,9 +281,7 @@ pub extern "C" fn tarn_store_patch(
     out_doc: *mut tarn_buf,
 ) -> tarn_status {
     guard(|| {
-        let e = &handle(engine, "engine")?.engine;
-        let bucket = name(bucket, "bucket")?;
-        let key = name(key, "key")?;
+        let (e, bucket, key) = doc_args(engine, bucket, key)?;
         let ops = bytes(ops, ops_len, "ops")?;
         let o = opts(options).copied().unwrap_or_default();
         let f = flags(
@@ -288,9 +294,7 @@ pub extern "C" fn tarn_store_patch(
             if_version: (f & TARN_PATCH_IF_VERSION != 0).then_some(o.if_version),
         };
         let patched = e.store().patch_bytes(bucket, key, ops, &po)?;
-        if let Some(v) = out_opt(out_version) {
-            *v = patched.version;
-        }
+        put(out_version, patched.version);
         if let Some(d) = out_opt(out_doc) {
             *d = match patched.document {
                 Some(doc) => tarn_buf::own(doc.body),
@@ -312,18 +316,14 @@ pub extern "C" fn tarn_store_remove(
     out_version: *mut u64,
 ) -> tarn_status {
     guard(|| {
-        let e = &handle(engine, "engine")?.engine;
-        let bucket = name(bucket, "bucket")?;
-        let key = name(key, "key")?;
+        let (e, bucket, key) = doc_args(engine, bucket, key)?;
         let o = opts(options).copied().unwrap_or_default();
         let f = flags(o.flags, TARN_REMOVE_IF_VERSION, "remove options")?;
         let ro = RemoveOptions {
             if_version: (f & TARN_REMOVE_IF_VERSION != 0).then_some(o.if_version),
         };
         let version = e.store().remove(bucket, key, &ro)?;
-        if let Some(v) = out_opt(out_version) {
-            *v = version;
-        }
+        put(out_version, version);
         Ok(())
     })
 }

@@ -141,12 +141,15 @@ impl Bucket {
 
 type Directory = HashMap<Arc<str>, Arc<Bucket>, RandomState>;
 
+/// One TTL deadline: (expires at, bucket, key).
+type Deadline = (u64, Arc<str>, Arc<str>);
+
 /// The default backend: everything in this process's memory.
 pub struct MemoryBackend {
     snapshot: ArcSwap<Directory>,
     recent: RwLock<Directory>,
     seq: AtomicU64,
-    expiry: Mutex<BTreeSet<(u64, Arc<str>, Arc<str>)>>,
+    expiry: Mutex<BTreeSet<Deadline>>,
     bytes: AtomicUsize,
     capacity: Option<usize>,
 }
@@ -378,7 +381,7 @@ impl Backend for MemoryBackend {
     }
 
     fn expire(&self, now_ms: u64, max: usize) -> Vec<Expired> {
-        let due: Vec<(u64, Arc<str>, Arc<str>)> = {
+        let due: Vec<Deadline> = {
             let ex = self.expiry.lock();
             ex.iter()
                 .take_while(|(e, _, _)| *e <= now_ms)
