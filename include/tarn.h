@@ -21,7 +21,21 @@
 // The C ABI version. It changes whenever a function, type or constant changes in a way
 // that breaks programs built against an older header. `tarn_abi_version()` returns the
 // library's; compare it with this constant from the header.
-#define TARN_ABI_VERSION 1
+#define TARN_ABI_VERSION 2
+
+// `tarn_listen_options.flags`: deliver document and signal values.
+#define TARN_LISTEN_SEND_VALUES 1
+
+// `tarn_listen_options.flags`: skip changes made by the listener's own session.
+#define TARN_LISTEN_IGNORE_OWN 2
+
+// `tarn_listen_options.flags`: at the bound, block the publisher (up to
+// `block_timeout_ms`) instead of dropping and counting.
+#define TARN_LISTEN_BLOCK 4
+
+// `tarn_listen_options.flags`: first deliver every retained change after
+// `from_version` (TARN_TOO_OLD if the change log no longer has them).
+#define TARN_LISTEN_FROM_VERSION 8
 
 // `tarn_write_options.flags`: fail with TARN_EXISTS if the key holds a live document.
 #define TARN_WRITE_FAIL_IF_EXISTS 1
@@ -29,6 +43,10 @@
 // `tarn_write_options.flags`: write only if the current version is `if_version`
 // (0: only if absent), else TARN_VERSION_CONFLICT.
 #define TARN_WRITE_IF_VERSION 2
+
+// `tarn_write_options.flags`: remove the document when the writing session
+// (`meta.session`, required) closes.
+#define TARN_WRITE_EXPIRE_SESSION 4
 
 // `tarn_patch_options.flags`: do not return the patched document.
 #define TARN_PATCH_REMOVE_DATA_FROM_REPLY 1
@@ -41,6 +59,9 @@
 
 // `tarn_store_list` flags: list keys only (a JSON array of strings).
 #define TARN_LIST_KEYS_ONLY 1
+
+// Longest client id, in bytes.
+#define MAX_CLIENT_ID_BYTES 256
 
 // The result of a tarn C function. 0 is success; every other value names one kind of
 // failure, and `tarn_last_error()` gives the details. Values are written out and never
@@ -80,6 +101,8 @@ typedef enum tarn_status {
   TARN_CLOSED = 15,
   // A panic was caught at the boundary (a bug in tarn, or in a callback).
   TARN_PANIC = 16,
+  // A listener asked to start from a version older than the change log keeps.
+  TARN_TOO_OLD = 17,
 } tarn_status;
 
 // An engine: one embedded tarn instance. Opaque.
@@ -111,6 +134,36 @@ typedef struct tarn_buf {
   void *_owner;
 } tarn_buf;
 
+// Options of a listener. A NULL pointer means all defaults (zeroes).
+typedef struct tarn_listen_options {
+  // TARN_LISTEN_* bits; unknown bits are TARN_INVALID_ARGUMENT.
+  uint32_t flags;
+  // The listener's queue bound; 0: 1024.
+  size_t capacity;
+  // With TARN_LISTEN_BLOCK, the longest a publisher waits for room; 0: 1000 ms.
+  uint64_t block_timeout_ms;
+  // With TARN_LISTEN_FROM_VERSION, the store version to start after.
+  uint64_t from_version;
+} tarn_listen_options;
+
+// An event callback: `event` is one JSON object of `len` bytes,
+// `{"kind","bucket","key","version","timestamp_ms","session","request_id","user_data",
+// "value","ops","missed"}`, valid only during the call (copy it to keep it).
+// Runs on an engine worker thread, one event at a time per listener, never under a
+// lock: it may call any tarn function, but should not block for long (it holds a
+// worker).
+typedef void (*tarn_event_fn)(const uint8_t *event, size_t len, void *user_data);
+
+// A listener's counters.
+typedef struct tarn_listener_stats {
+  // Events handed to the consumer.
+  uint64_t delivered;
+  // Events dropped at the bound (the lag counter).
+  uint64_t missed;
+  // Panics caught in the callback.
+  uint64_t panics;
+} tarn_listener_stats;
+
 // A document's metadata.
 typedef struct tarn_doc_info {
   // The version (store-wide sequence number of the document's last change).
@@ -121,6 +174,18 @@ typedef struct tarn_doc_info {
   uint64_t expires_ms;
 } tarn_doc_info;
 
+// Who makes a change and why; passed through to listeners. All zero: nothing.
+typedef struct tarn_change_meta {
+  // The id of the session making the change (from `tarn_session_open`); 0: none.
+  uint64_t session;
+  // A request id (NUL-terminated UTF-8), or NULL. Borrowed for the call only.
+  const char *request_id;
+  // User data (JSON text, `user_data_len` bytes), or NULL. Borrowed for the call.
+  const uint8_t *user_data;
+  // Length of `user_data` in bytes.
+  size_t user_data_len;
+} tarn_change_meta;
+
 // Options of `tarn_store_write`. A NULL pointer means all defaults (zeroes).
 typedef struct tarn_write_options {
   // TARN_WRITE_* bits; unknown bits are TARN_INVALID_ARGUMENT.
@@ -129,6 +194,8 @@ typedef struct tarn_write_options {
   uint64_t ttl_ms;
   // The version the write is conditional on, with TARN_WRITE_IF_VERSION.
   uint64_t if_version;
+  // Who makes the change and why.
+  struct tarn_change_meta meta;
 } tarn_write_options;
 
 // Options of `tarn_store_patch`. A NULL pointer means all defaults (zeroes).
@@ -137,6 +204,8 @@ typedef struct tarn_patch_options {
   uint32_t flags;
   // The version the patch is conditional on, with TARN_PATCH_IF_VERSION.
   uint64_t if_version;
+  // Who makes the change and why.
+  struct tarn_change_meta meta;
 } tarn_patch_options;
 
 // Options of `tarn_store_remove`. A NULL pointer means all defaults (zeroes).
@@ -145,10 +214,12 @@ typedef struct tarn_remove_options {
   uint32_t flags;
   // The version the removal is conditional on, with TARN_REMOVE_IF_VERSION.
   uint64_t if_version;
+  // Who makes the change and why.
+  struct tarn_change_meta meta;
 } tarn_remove_options;
 
 // Every status, for tests and for name look-ups.
-#define tarn_status_ALL { TARN_OK, TARN_NOT_FOUND, TARN_EXISTS, TARN_INVALID_ARGUMENT, TARN_NULL_ARGUMENT, TARN_INVALID_UTF8, TARN_INVALID_JSON, TARN_INVALID_PATCH, TARN_PATCH_PATH_NOT_FOUND, TARN_PATCH_TEST_FAILED, TARN_VERSION_CONFLICT, TARN_TOO_LARGE, TARN_FULL, TARN_TIMEOUT, TARN_NOT_SUPPORTED, TARN_CLOSED, TARN_PANIC, }
+#define tarn_status_ALL { TARN_OK, TARN_NOT_FOUND, TARN_EXISTS, TARN_INVALID_ARGUMENT, TARN_NULL_ARGUMENT, TARN_INVALID_UTF8, TARN_INVALID_JSON, TARN_INVALID_PATCH, TARN_PATCH_PATH_NOT_FOUND, TARN_PATCH_TEST_FAILED, TARN_VERSION_CONFLICT, TARN_TOO_LARGE, TARN_FULL, TARN_TIMEOUT, TARN_NOT_SUPPORTED, TARN_CLOSED, TARN_PANIC, TARN_TOO_OLD, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -164,6 +235,63 @@ uint32_t tarn_abi_version(void);
 // Releases a buffer returned by the library and zeroes it, so a second free does
 // nothing. `buf` NULL, or a zeroed buffer: does nothing. Any thread.
 void tarn_buf_free(struct tarn_buf *buf);
+
+// Listens on `bucket`/`key` (either may be "*") and calls `callback` with each event
+// (see `tarn_event_fn` for the thread and the JSON). `session_id` 0: no session;
+// otherwise the listener belongs to that session and closes with it. `options` may be
+// NULL. The listener's id goes to `*out_listener`; release it with
+// `tarn_listener_free`. `user_data` is passed back to every call, from engine threads.
+enum tarn_status tarn_bus_listen(const struct tarn_engine *engine,
+                                 uint64_t session_id,
+                                 const char *bucket,
+                                 const char *key,
+                                 const struct tarn_listen_options *options,
+                                 tarn_event_fn callback,
+                                 void *user_data,
+                                 uint64_t *out_listener);
+
+// Listens on `bucket`/`key` (either may be "*") for pulling: take events with
+// `tarn_listener_next`, or wait on `tarn_listener_fd`. Otherwise as `tarn_bus_listen`.
+enum tarn_status tarn_bus_subscribe(const struct tarn_engine *engine,
+                                    uint64_t session_id,
+                                    const char *bucket,
+                                    const char *key,
+                                    const struct tarn_listen_options *options,
+                                    uint64_t *out_listener);
+
+// Takes the next event of a pull listener into `*out_event` (one JSON object, as for
+// `tarn_event_fn`; free it with `tarn_buf_free`), waiting up to `timeout_ms` (0: no
+// wait). TARN_TIMEOUT when none came; TARN_NOT_SUPPORTED for a callback listener;
+// TARN_CLOSED once its session closed. Blocks the calling thread only.
+enum tarn_status tarn_listener_next(const struct tarn_engine *engine,
+                                    uint64_t listener_id,
+                                    uint64_t timeout_ms,
+                                    struct tarn_buf *out_event);
+
+// Writes a file descriptor that is readable exactly while events wait on the pull
+// listener to `*out_fd`, for poll/epoll/libuv. The fd belongs to the listener: do not
+// read, write or close it; it is valid until `tarn_listener_free`.
+enum tarn_status tarn_listener_fd(const struct tarn_engine *engine,
+                                  uint64_t listener_id,
+                                  int32_t *out_fd);
+
+// Writes a listener's counters (delivered, missed at the bound, caught panics).
+enum tarn_status tarn_listener_stats(const struct tarn_engine *engine,
+                                     uint64_t listener_id,
+                                     struct tarn_listener_stats *out_stats);
+
+// Stops a listener and releases its id; waits for a running callback to return
+// (unless called from that callback). TARN_NOT_FOUND for an unknown or freed id.
+enum tarn_status tarn_listener_free(const struct tarn_engine *engine, uint64_t listener_id);
+
+// Sends a signal event (`json`, `json_len` bytes of JSON, or NULL for none) to every
+// matching listener; it is never stored. `session_id` 0: no session.
+enum tarn_status tarn_bus_signal(const struct tarn_engine *engine,
+                                 uint64_t session_id,
+                                 const char *bucket,
+                                 const char *key,
+                                 const uint8_t *json,
+                                 size_t json_len);
 
 // A new builder with the default settings (system clock; workers: cores, 2..8;
 // queue 4096; bucket names 128 B; keys 1024 B; documents 16 MiB; unbounded store).
@@ -194,6 +322,11 @@ enum tarn_status tarn_engine_builder_max_key_bytes(struct tarn_engine_builder *b
 // Sets the largest document, in bytes.
 enum tarn_status tarn_engine_builder_max_document_bytes(struct tarn_engine_builder *builder,
                                                         size_t n);
+
+// How many store changes the bus keeps for listeners that start from a version
+// (default 4096; 0 keeps none).
+enum tarn_status tarn_engine_builder_change_log_capacity(struct tarn_engine_builder *builder,
+                                                         size_t n);
 
 // Bounds the total bytes of keys and documents; writes past it fail with TARN_FULL.
 enum tarn_status tarn_engine_builder_store_capacity_bytes(struct tarn_engine_builder *builder,
@@ -242,6 +375,30 @@ enum tarn_status tarn_clock_advance(const struct tarn_engine *engine,
 // Ownership: the string belongs to the library and stays valid until the next failing
 // tarn call on the same thread; copy it to keep it. Never free it.
 const char *tarn_last_error(void);
+
+// Opens a session for client `client_id` (NUL-terminated UTF-8, 1..=256 bytes) and
+// writes its id (never 0) to `*out_session`. With `lease_ms` > 0 the session is closed
+// when not kept alive (`tarn_session_keepalive`) within that many ms of the engine
+// clock. Publishes a `session_open` event on the bucket "$sessions".
+enum tarn_status tarn_session_open(const struct tarn_engine *engine,
+                                   const char *client_id,
+                                   uint64_t lease_ms,
+                                   uint64_t *out_session);
+
+// Keeps a leased session alive for another lease from now. TARN_CLOSED if its lease
+// already ran out; TARN_NOT_FOUND if the id is unknown or closed.
+enum tarn_status tarn_session_keepalive(const struct tarn_engine *engine, uint64_t session_id);
+
+// Writes whether the session is still open (1) or was closed by its lease (0) to
+// `*out_open`. TARN_NOT_FOUND for an unknown or closed id.
+enum tarn_status tarn_session_is_open(const struct tarn_engine *engine,
+                                      uint64_t session_id,
+                                      bool *out_open);
+
+// Closes a session: its listeners stop, the keys it owns (TARN_WRITE_EXPIRE_SESSION)
+// are removed with `session_expire` events, and `session_close` is published on
+// "$sessions". The id is released: using it again gives TARN_NOT_FOUND.
+enum tarn_status tarn_session_close(const struct tarn_engine *engine, uint64_t session_id);
 
 // The name of a status value (such as "TARN_NOT_FOUND"), or "TARN_UNKNOWN_STATUS" for
 // a value that is not one. The returned string is static: never free it.

@@ -3,9 +3,11 @@
 //! One `Engine` is one embedded instance. It is `Send + Sync`: share it by reference
 //! (or in an `Arc`) across threads. Closing stops its threads; dropping closes it.
 
+use crate::bus::{Bus, BusInner};
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime::clock::Clock;
 use crate::runtime::Runtime;
+use crate::session::{Ctx, Registry, Session};
 use crate::store::memory::MemoryBackend;
 use crate::store::{Limits, Store};
 use std::sync::Arc;
@@ -21,6 +23,7 @@ pub struct EngineBuilder {
     queue_capacity: usize,
     clock: ClockChoice,
     limits: Limits,
+    change_log: usize,
 }
 
 /// Which clock a built engine gets. A manual clock is made fresh by each `build`, so two
@@ -40,6 +43,7 @@ impl Default for EngineBuilder {
             queue_capacity: 4096,
             clock: ClockChoice::System,
             limits: Limits::default(),
+            change_log: 4096,
         }
     }
 }
@@ -103,6 +107,13 @@ impl EngineBuilder {
         self
     }
 
+    /// How many store changes the bus keeps for listeners that start from a version
+    /// (default 4096; 0 keeps none). Older starting points get `TooOld`.
+    pub fn change_log_capacity(mut self, n: usize) -> EngineBuilder {
+        self.change_log = n;
+        self
+    }
+
     /// Starts the engine's threads.
     pub fn build(self) -> Result<Engine> {
         if self.workers == 0 || self.workers > MAX_WORKERS {
@@ -131,15 +142,32 @@ impl EngineBuilder {
         };
         let rt = Arc::new(Runtime::start(clock, self.workers, self.queue_capacity)?);
         let backend = Box::new(MemoryBackend::new(self.limits.capacity_bytes));
-        let store = Store::new(rt.clone(), backend, self.limits);
-        Ok(Engine { rt, store })
+        let bus = BusInner::new(rt.clone(), self.limits, self.change_log);
+        let registry = Arc::new(Registry::default());
+        let store = Store::new(
+            rt.clone(),
+            backend,
+            self.limits,
+            bus.clone(),
+            registry.clone(),
+        );
+        Ok(Engine {
+            rt,
+            ctx: Ctx {
+                store,
+                bus: bus.clone(),
+                registry,
+            },
+            bus: Bus { inner: bus },
+        })
     }
 }
 
 /// One embedded tarn instance.
 pub struct Engine {
     rt: Arc<Runtime>,
-    store: Store,
+    ctx: Ctx,
+    bus: Bus,
 }
 
 impl Engine {
@@ -155,7 +183,18 @@ impl Engine {
 
     /// The JSON document store.
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.ctx.store
+    }
+
+    /// The event bus: listeners, signals, change events.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Opens a session (one client of the engine) with a client id and, optionally, a
+    /// lease: a session not kept alive within its lease is closed.
+    pub fn open_session(&self, client_id: &str, lease: Option<Duration>) -> Result<Session> {
+        self.ctx.open(client_id, lease)
     }
 
     /// The engine clock (set and advance it when it is manual).

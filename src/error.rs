@@ -38,6 +38,8 @@ pub enum ErrorKind {
     Closed,
     /// A user callback panicked; the panic was caught.
     Panic,
+    /// A listener asked to start from a version older than the change log keeps.
+    TooOld,
 }
 
 impl ErrorKind {
@@ -58,6 +60,7 @@ impl ErrorKind {
             ErrorKind::NotSupported => "not supported",
             ErrorKind::Closed => "closed",
             ErrorKind::Panic => "panic",
+            ErrorKind::TooOld => "too old",
         }
     }
 }

@@ -23,15 +23,21 @@
 
 #![deny(missing_docs)]
 
+pub mod bus;
 mod engine;
 pub mod error;
 pub mod ffi;
 pub mod runtime;
+pub mod session;
 pub mod store;
 
+pub use bus::event::{ChangeMeta, Delivery, EventKind};
+pub use bus::listener::{ListenOptions, Overflow};
+pub use bus::{Bus, Listener, SESSIONS_BUCKET};
 pub use engine::{Engine, EngineBuilder, MAX_WORKERS};
 pub use error::{Error, ErrorKind, Result};
 pub use runtime::clock::Clock;
+pub use session::Session;
 pub use store::{
     Document, Limits, Listed, PatchOps, PatchOptions, Patched, RemoveOptions, Store, WriteOptions,
 };

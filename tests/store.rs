@@ -150,7 +150,8 @@ fn if_version_guards_write_patch_and_remove() {
             "b",
             "k",
             &RemoveOptions {
-                if_version: Some(v2)
+                if_version: Some(v2),
+                ..Default::default()
             }
         )),
         ErrorKind::VersionConflict
@@ -165,6 +166,7 @@ fn if_version_guards_write_patch_and_remove() {
         "k",
         &RemoveOptions {
             if_version: Some(p.version),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -1,9 +1,14 @@
 //! C functions of the engine: builder, lifecycle, clock, settle.
 
+use crate::bus::Listener;
 use crate::engine::{Engine, EngineBuilder};
 use crate::ffi::args::{handle, out, put};
 use crate::ffi::error::{guard, guard_value, FfiError};
 use crate::ffi::status::tarn_status;
+use crate::session::Session;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An engine: one embedded tarn instance. Opaque.
@@ -15,6 +20,21 @@ use std::time::Duration;
 #[allow(non_camel_case_types)]
 pub struct tarn_engine {
     pub(crate) engine: Engine,
+    /// Sessions and listeners that C holds by id (so an unknown or freed id is an error,
+    /// never a dangling pointer). Locks: each table is held only to insert, remove or
+    /// clone out an entry — never while a listener waits or a callback runs.
+    pub(crate) sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    pub(crate) listeners: Mutex<HashMap<u64, Arc<Listener>>>,
+}
+
+impl tarn_engine {
+    fn boxed(engine: Engine) -> *mut tarn_engine {
+        Box::into_raw(Box::new(tarn_engine {
+            engine,
+            sessions: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(HashMap::new()),
+        }))
+    }
 }
 
 /// Settings for a new engine. Opaque.
@@ -116,6 +136,16 @@ pub extern "C" fn tarn_engine_builder_max_document_bytes(
     set(builder, |b| b.max_document_bytes(n))
 }
 
+/// How many store changes the bus keeps for listeners that start from a version
+/// (default 4096; 0 keeps none).
+#[no_mangle]
+pub extern "C" fn tarn_engine_builder_change_log_capacity(
+    builder: *mut tarn_engine_builder,
+    n: usize,
+) -> tarn_status {
+    set(builder, |b| b.change_log_capacity(n))
+}
+
 /// Bounds the total bytes of keys and documents; writes past it fail with TARN_FULL.
 #[no_mangle]
 pub extern "C" fn tarn_engine_builder_store_capacity_bytes(
@@ -136,7 +166,7 @@ pub extern "C" fn tarn_engine_builder_build(
         let b = handle(builder, "builder")?;
         let slot = out(out_engine, "out_engine")?;
         let engine = b.builder.clone().build()?;
-        *slot = Box::into_raw(Box::new(tarn_engine { engine }));
+        *slot = tarn_engine::boxed(engine);
         Ok(())
     })
 }
@@ -148,7 +178,7 @@ pub extern "C" fn tarn_engine_new(out_engine: *mut *mut tarn_engine) -> tarn_sta
     guard(|| {
         let slot = out(out_engine, "out_engine")?;
         let engine = Engine::new()?;
-        *slot = Box::into_raw(Box::new(tarn_engine { engine }));
+        *slot = tarn_engine::boxed(engine);
         Ok(())
     })
 }

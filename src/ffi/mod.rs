@@ -12,7 +12,8 @@
 //! - Every body runs in `error::guard`, which catches panics; this module only converts,
 //!   checks and calls the Rust API.
 //!
-//! The one file per area mirrors the core modules: `engine.rs` (runtime), `store.rs`.
+//! The one file per area mirrors the core modules: `engine.rs` (runtime), `store.rs`,
+//! `bus.rs`, `session.rs`. Sessions and listeners are held by id in the engine handle.
 
 // The extern functions below take raw pointers while being safe `fn`s: their contract
 // is the C header's, and every pointer goes through the checks in `args.rs` (or a
@@ -22,8 +23,10 @@
 
 pub mod args;
 pub mod buffer;
+pub mod bus;
 pub mod engine;
 pub mod error;
+pub mod session;
 pub mod status;
 pub mod store;
 
@@ -32,7 +35,7 @@ use std::ffi::c_char;
 /// The C ABI version. It changes whenever a function, type or constant changes in a way
 /// that breaks programs built against an older header. `tarn_abi_version()` returns the
 /// library's; compare it with this constant from the header.
-pub const TARN_ABI_VERSION: u32 = 1;
+pub const TARN_ABI_VERSION: u32 = 2;
 
 /// The library version ("0.1.0"), a static NUL-terminated string: never free it.
 #[no_mangle]

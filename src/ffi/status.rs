@@ -44,11 +44,13 @@ pub enum tarn_status {
     TARN_CLOSED = 15,
     /// A panic was caught at the boundary (a bug in tarn, or in a callback).
     TARN_PANIC = 16,
+    /// A listener asked to start from a version older than the change log keeps.
+    TARN_TOO_OLD = 17,
 }
 
 impl tarn_status {
     /// Every status, for tests and for name look-ups.
-    pub const ALL: [tarn_status; 17] = [
+    pub const ALL: [tarn_status; 18] = [
         tarn_status::TARN_OK,
         tarn_status::TARN_NOT_FOUND,
         tarn_status::TARN_EXISTS,
@@ -66,6 +68,7 @@ impl tarn_status {
         tarn_status::TARN_NOT_SUPPORTED,
         tarn_status::TARN_CLOSED,
         tarn_status::TARN_PANIC,
+        tarn_status::TARN_TOO_OLD,
     ];
 
     /// The status's name as a NUL-terminated static string.
@@ -88,6 +91,7 @@ impl tarn_status {
             tarn_status::TARN_NOT_SUPPORTED => "TARN_NOT_SUPPORTED\0",
             tarn_status::TARN_CLOSED => "TARN_CLOSED\0",
             tarn_status::TARN_PANIC => "TARN_PANIC\0",
+            tarn_status::TARN_TOO_OLD => "TARN_TOO_OLD\0",
         }
     }
 }
@@ -109,6 +113,7 @@ impl From<ErrorKind> for tarn_status {
             ErrorKind::NotSupported => tarn_status::TARN_NOT_SUPPORTED,
             ErrorKind::Closed => tarn_status::TARN_CLOSED,
             ErrorKind::Panic => tarn_status::TARN_PANIC,
+            ErrorKind::TooOld => tarn_status::TARN_TOO_OLD,
         }
     }
 }

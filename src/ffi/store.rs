@@ -3,6 +3,7 @@
 //! Only converts, checks and calls `crate::store`. Documents come in as pointer +
 //! length JSON text and go out as `tarn_buf`s that share the stored bytes.
 
+use crate::bus::event::ChangeMeta;
 use crate::engine::Engine;
 use crate::ffi::args::{bytes, flags, handle, name, opts, out, out_opt, put};
 use crate::ffi::buffer::tarn_buf;
@@ -18,6 +19,9 @@ pub const TARN_WRITE_FAIL_IF_EXISTS: u32 = 1;
 /// `tarn_write_options.flags`: write only if the current version is `if_version`
 /// (0: only if absent), else TARN_VERSION_CONFLICT.
 pub const TARN_WRITE_IF_VERSION: u32 = 2;
+/// `tarn_write_options.flags`: remove the document when the writing session
+/// (`meta.session`, required) closes.
+pub const TARN_WRITE_EXPIRE_SESSION: u32 = 4;
 /// `tarn_patch_options.flags`: do not return the patched document.
 pub const TARN_PATCH_REMOVE_DATA_FROM_REPLY: u32 = 1;
 /// `tarn_patch_options.flags`: patch only if the current version is `if_version`.
@@ -26,6 +30,56 @@ pub const TARN_PATCH_IF_VERSION: u32 = 2;
 pub const TARN_REMOVE_IF_VERSION: u32 = 1;
 /// `tarn_store_list` flags: list keys only (a JSON array of strings).
 pub const TARN_LIST_KEYS_ONLY: u32 = 1;
+
+/// Who makes a change and why; passed through to listeners. All zero: nothing.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy)]
+pub struct tarn_change_meta {
+    /// The id of the session making the change (from `tarn_session_open`); 0: none.
+    pub session: u64,
+    /// A request id (NUL-terminated UTF-8), or NULL. Borrowed for the call only.
+    pub request_id: *const c_char,
+    /// User data (JSON text, `user_data_len` bytes), or NULL. Borrowed for the call.
+    pub user_data: *const u8,
+    /// Length of `user_data` in bytes.
+    pub user_data_len: usize,
+}
+
+impl Default for tarn_change_meta {
+    fn default() -> tarn_change_meta {
+        tarn_change_meta {
+            session: 0,
+            request_id: std::ptr::null(),
+            user_data: std::ptr::null(),
+            user_data_len: 0,
+        }
+    }
+}
+
+fn change_meta(m: &tarn_change_meta) -> FfiResult<ChangeMeta> {
+    let request_id = if m.request_id.is_null() {
+        None
+    } else {
+        Some(name(m.request_id, "meta.request_id")?.to_string())
+    };
+    let user_data = if m.user_data.is_null() {
+        None
+    } else {
+        let raw = bytes(m.user_data, m.user_data_len, "meta.user_data")?;
+        Some(serde_json::from_slice(raw).map_err(|e| {
+            crate::Error::new(
+                crate::ErrorKind::InvalidJson,
+                format!("meta.user_data is not JSON: {e}"),
+            )
+        })?)
+    };
+    Ok(ChangeMeta {
+        session: (m.session != 0).then_some(m.session),
+        request_id,
+        user_data,
+    })
+}
 
 /// Options of `tarn_store_write`. A NULL pointer means all defaults (zeroes).
 #[repr(C)]
@@ -38,6 +92,8 @@ pub struct tarn_write_options {
     pub ttl_ms: u64,
     /// The version the write is conditional on, with TARN_WRITE_IF_VERSION.
     pub if_version: u64,
+    /// Who makes the change and why.
+    pub meta: tarn_change_meta,
 }
 
 /// Options of `tarn_store_patch`. A NULL pointer means all defaults (zeroes).
@@ -49,6 +105,8 @@ pub struct tarn_patch_options {
     pub flags: u32,
     /// The version the patch is conditional on, with TARN_PATCH_IF_VERSION.
     pub if_version: u64,
+    /// Who makes the change and why.
+    pub meta: tarn_change_meta,
 }
 
 /// Options of `tarn_store_remove`. A NULL pointer means all defaults (zeroes).
@@ -60,6 +118,8 @@ pub struct tarn_remove_options {
     pub flags: u32,
     /// The version the removal is conditional on, with TARN_REMOVE_IF_VERSION.
     pub if_version: u64,
+    /// Who makes the change and why.
+    pub meta: tarn_change_meta,
 }
 
 /// A document's metadata.
@@ -246,13 +306,15 @@ pub extern "C" fn tarn_store_write(
         let o = opts(options).copied().unwrap_or_default();
         let f = flags(
             o.flags,
-            TARN_WRITE_FAIL_IF_EXISTS | TARN_WRITE_IF_VERSION,
+            TARN_WRITE_FAIL_IF_EXISTS | TARN_WRITE_IF_VERSION | TARN_WRITE_EXPIRE_SESSION,
             "write options",
         )?;
         let wo = WriteOptions {
             fail_if_exists: f & TARN_WRITE_FAIL_IF_EXISTS != 0,
             ttl: (o.ttl_ms > 0).then(|| Duration::from_millis(o.ttl_ms)),
             if_version: (f & TARN_WRITE_IF_VERSION != 0).then_some(o.if_version),
+            expire_session: f & TARN_WRITE_EXPIRE_SESSION != 0,
+            meta: change_meta(&o.meta)?,
         };
         let version = e.store().write_bytes(bucket, key, json, &wo)?;
         put(out_version, version);
@@ -292,6 +354,7 @@ pub extern "C" fn tarn_store_patch(
         let po = PatchOptions {
             remove_data_from_reply: f & TARN_PATCH_REMOVE_DATA_FROM_REPLY != 0 || out_doc.is_null(),
             if_version: (f & TARN_PATCH_IF_VERSION != 0).then_some(o.if_version),
+            meta: change_meta(&o.meta)?,
         };
         let patched = e.store().patch_bytes(bucket, key, ops, &po)?;
         put(out_version, patched.version);
@@ -321,6 +384,7 @@ pub extern "C" fn tarn_store_remove(
         let f = flags(o.flags, TARN_REMOVE_IF_VERSION, "remove options")?;
         let ro = RemoveOptions {
             if_version: (f & TARN_REMOVE_IF_VERSION != 0).then_some(o.if_version),
+            meta: change_meta(&o.meta)?,
         };
         let version = e.store().remove(bucket, key, &ro)?;
         put(out_version, version);

@@ -72,7 +72,6 @@ impl Runtime {
         self.closed.load(Ordering::Acquire)
     }
 
-    #[allow(dead_code)] // the bus and later areas hand work to the pool
     pub(crate) fn spawn(&self, job: Job) -> Result<()> {
         self.pool.spawn(job)
     }
@@ -83,6 +82,11 @@ impl Runtime {
 
     pub(crate) fn cancel(&self, id: TimerId) {
         self.timer.cancel(id)
+    }
+
+    /// Whether the calling thread is one of this engine's workers (a callback).
+    pub(crate) fn on_engine_thread(&self) -> bool {
+        self.pool.is_own_worker()
     }
 
     pub(crate) fn panics(&self) -> u64 {

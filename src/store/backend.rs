@@ -19,6 +19,8 @@ pub enum Mutation {
         body: Arc<Body>,
         /// When it expires, in engine-clock ms (None: never).
         expires_ms: Option<u64>,
+        /// The session it expires with (None: none).
+        session: Option<u64>,
     },
     /// Remove the key.
     Remove,
@@ -26,19 +28,15 @@ pub enum Mutation {
 
 /// The outcome of one committed change.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // `previous` and `Expired`'s fields feed the change events of the bus
 pub struct Commit {
     /// The change's version (store-wide sequence number).
     pub version: u64,
-    /// The document before the change (None: the key was absent or expired).
-    pub previous: Option<Document>,
     /// The document after the change (None: removed).
     pub current: Option<Document>,
 }
 
 /// One key removed because its TTL passed.
 #[derive(Debug, Clone)]
-#[allow(dead_code)]
 pub struct Expired {
     /// Its bucket.
     pub bucket: Arc<str>,
@@ -46,8 +44,6 @@ pub struct Expired {
     pub key: Arc<str>,
     /// The removal's version.
     pub version: u64,
-    /// The document that expired.
-    pub previous: Document,
 }
 
 /// A place the store keeps its documents. All methods are called with validated names.
@@ -63,17 +59,21 @@ pub trait Backend: Send + Sync + 'static {
     fn buckets(&self, now_ms: u64) -> Vec<String>;
 
     /// Atomically changes one key: `decide` sees the live document (or None) and returns
-    /// the change, or an error that aborts it with nothing changed.
+    /// the change, or an error that aborts it with nothing changed. `publish` is called
+    /// once with the commit, after it is visible to readers and with no data lock held,
+    /// and — for any one key — in commit order (so events can be published in order).
     fn mutate(
         &self,
         bucket: &str,
         key: &str,
         now_ms: u64,
         decide: &mut dyn FnMut(Option<&Document>) -> Result<Mutation>,
+        publish: &mut dyn FnMut(&Commit),
     ) -> Result<Commit>;
 
-    /// Removes up to `max` keys whose TTL has passed at `now_ms` and returns them.
-    fn expire(&self, now_ms: u64, max: usize) -> Vec<Expired>;
+    /// Removes up to `max` keys whose TTL has passed at `now_ms`, calling `publish` for
+    /// each as `mutate` does, and returns how many it removed.
+    fn expire(&self, now_ms: u64, max: usize, publish: &mut dyn FnMut(&Expired)) -> usize;
 
     /// The earliest TTL deadline still held.
     fn next_expiry(&self) -> Option<u64>;

@@ -100,6 +100,8 @@ pub struct Document {
     pub(crate) version: u64,
     pub(crate) modified_ms: u64,
     pub(crate) expires_ms: Option<u64>,
+    /// The session whose closing removes this document (`expire_session` writes).
+    pub(crate) session: Option<u64>,
 }
 
 impl Document {
@@ -143,6 +145,11 @@ impl Document {
     /// When the document expires, if it has a TTL (engine-clock ms since the epoch).
     pub fn expires_ms(&self) -> Option<u64> {
         self.expires_ms
+    }
+
+    /// The session this document expires with, if it was written with `expire_session`.
+    pub fn session(&self) -> Option<u64> {
+        self.session
     }
 
     pub(crate) fn is_live(&self, now_ms: u64) -> bool {

@@ -20,8 +20,11 @@
 //!   would take it over `capacity` is refused before anything changes.
 //!
 //! Locks, always taken in this order: `recent` (to make or find a new bucket) → one
-//! shard → `expiry`. No user code runs under any of them: `decide` is the store's own
-//! code (comparisons and clones only).
+//! shard's `data` → `expiry`; and a shard's `publish` is taken while its `data` is
+//! still held, which is then released before `publish(..)` runs. No user code runs
+//! under any of them: `decide` is the store's own code (comparisons and clones only),
+//! and `publish` hands events to listener queues (it may wait for room in a `Block`
+//! listener, holding only the shard's `publish` lock, never a data lock).
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::backend::{Backend, Commit, Expired, Mutation};
@@ -98,17 +101,26 @@ impl SlotKey {
     }
 }
 
-/// Keeps each shard lock on its own cache line, so readers of different shards do not
+/// Keeps each shard on its own cache lines, so readers of different shards do not
 /// slow each other down.
 #[repr(align(128))]
 struct Padded<T>(T);
 
 type Table = HashTable<Slot>;
 
+/// One shard: its data, and the lock that orders its commits' publication. A change
+/// takes `publish` before it releases `data`, and publishes while holding only
+/// `publish`: so one key's events go out in commit order, and readers never wait for a
+/// publication (which may wait for a slow listener).
+struct Shard {
+    data: RwLock<Table>,
+    publish: Mutex<()>,
+}
+
 struct Bucket {
     name: Arc<str>,
     hasher: RandomState,
-    shards: Box<[Padded<RwLock<Table>>]>,
+    shards: Box<[Padded<Shard>]>,
 }
 
 impl Bucket {
@@ -117,7 +129,12 @@ impl Bucket {
             name: Arc::from(name),
             hasher: RandomState::default(),
             shards: (0..SHARDS)
-                .map(|_| Padded(RwLock::new(HashTable::new())))
+                .map(|_| {
+                    Padded(Shard {
+                        data: RwLock::new(HashTable::new()),
+                        publish: Mutex::new(()),
+                    })
+                })
                 .collect(),
         }
     }
@@ -125,7 +142,7 @@ impl Bucket {
     /// The key's hash and its shard. The shard comes from bits 40.. of the hash, which
     /// the table uses for neither its slot index (low bits) nor its tags (top 7 bits).
     #[inline]
-    fn locate(&self, key: &str) -> (u64, &RwLock<Table>) {
+    fn locate(&self, key: &str) -> (u64, &Shard) {
         let h = self.hasher.hash_one(key);
         (h, &self.shards[(h >> 40) as usize & (SHARDS - 1)].0)
     }
@@ -249,7 +266,7 @@ impl Backend for MemoryBackend {
     fn get(&self, bucket: &str, key: &str) -> Option<Document> {
         self.with_bucket(bucket, |b| {
             let (h, shard) = b.locate(key);
-            let t = shard.read();
+            let t = shard.data.read();
             t.find(h, |s| s.key.is(key)).map(|s| s.doc.clone())
         })
         .flatten()
@@ -259,7 +276,7 @@ impl Backend for MemoryBackend {
         self.with_bucket(bucket, |b| {
             let mut out = Vec::new();
             for shard in b.shards.iter() {
-                let t = shard.0.read();
+                let t = shard.0.data.read();
                 out.extend(t.iter().map(|s| (s.key.shared(), s.doc.clone())));
             }
             out
@@ -273,7 +290,7 @@ impl Backend for MemoryBackend {
             .filter(|b| {
                 b.shards
                     .iter()
-                    .any(|s| s.0.read().iter().any(|slot| slot.doc.is_live(now_ms)))
+                    .any(|s| s.0.data.read().iter().any(|slot| slot.doc.is_live(now_ms)))
             })
             .map(|b| b.name.to_string())
             .collect()
@@ -285,6 +302,7 @@ impl Backend for MemoryBackend {
         key: &str,
         now_ms: u64,
         decide: &mut dyn FnMut(Option<&Document>) -> Result<Mutation>,
+        publish: &mut dyn FnMut(&Commit),
     ) -> Result<Commit> {
         let b = match self.bucket(bucket) {
             Some(b) => b,
@@ -294,16 +312,17 @@ impl Backend for MemoryBackend {
                 // decides again under the shard lock, as the trait allows.
                 Mutation::Put { .. } => self.bucket_or_create(bucket),
                 Mutation::Remove => {
-                    return Ok(Commit {
+                    let commit = Commit {
                         version: self.next_version(),
-                        previous: None,
                         current: None,
-                    })
+                    };
+                    publish(&commit);
+                    return Ok(commit);
                 }
             },
         };
         let (h, shard) = b.locate(key);
-        let mut t = shard.write();
+        let mut t = shard.data.write();
         let stored = t
             .find(h, |s| s.key.is(key))
             .map(|s| (s.key.clone(), s.doc.clone()));
@@ -312,15 +331,18 @@ impl Backend for MemoryBackend {
             .map(|(_, d)| d)
             .filter(|d| d.is_live(now_ms));
         let mutation = decide(live)?;
-        let previous = live.cloned();
         let old_size = stored
             .as_ref()
             .map_or(0, |(k, d)| k.len() + d.bytes().len());
         let old_expiry = stored
             .as_ref()
             .and_then(|(k, d)| d.expires_ms.map(|e| (e, k.shared())));
-        match mutation {
-            Mutation::Put { body, expires_ms } => {
+        let commit = match mutation {
+            Mutation::Put {
+                body,
+                expires_ms,
+                session,
+            } => {
                 let new_size = key.len() + body.bytes().len();
                 if new_size > old_size {
                     self.reserve(new_size - old_size)?;
@@ -332,6 +354,7 @@ impl Backend for MemoryBackend {
                     version: self.next_version(),
                     modified_ms: now_ms,
                     expires_ms,
+                    session,
                 };
                 if old_expiry.is_some() || expires_ms.is_some() {
                     let mut ex = self.expiry.lock();
@@ -356,11 +379,10 @@ impl Backend for MemoryBackend {
                         t.insert_unique(h, slot, b.rehash());
                     }
                 }
-                Ok(Commit {
+                Commit {
                     version: doc.version,
-                    previous,
                     current: Some(doc),
-                })
+                }
             }
             Mutation::Remove => {
                 let version = self.next_version();
@@ -371,16 +393,20 @@ impl Backend for MemoryBackend {
                         self.expiry.lock().remove(&(e, b.name.clone(), k));
                     }
                 }
-                Ok(Commit {
+                Commit {
                     version,
-                    previous,
                     current: None,
-                })
+                }
             }
-        }
+        };
+        let order = shard.publish.lock();
+        drop(t);
+        publish(&commit);
+        drop(order);
+        Ok(commit)
     }
 
-    fn expire(&self, now_ms: u64, max: usize) -> Vec<Expired> {
+    fn expire(&self, now_ms: u64, max: usize, publish: &mut dyn FnMut(&Expired)) -> usize {
         let due: Vec<Deadline> = {
             let ex = self.expiry.lock();
             ex.iter()
@@ -389,13 +415,13 @@ impl Backend for MemoryBackend {
                 .cloned()
                 .collect()
         };
-        let mut out = Vec::with_capacity(due.len());
+        let mut removed = 0;
         for (deadline, bucket, key) in due {
             let Some(b) = self.bucket(&bucket) else {
                 continue;
             };
             let (h, shard) = b.locate(&key);
-            let mut t = shard.write();
+            let mut t = shard.data.write();
             // The entry may have been rewritten since the index was read: only remove it
             // if it still carries this deadline.
             let Ok(entry) =
@@ -408,14 +434,18 @@ impl Backend for MemoryBackend {
             self.expiry
                 .lock()
                 .remove(&(deadline, bucket.clone(), key.clone()));
-            out.push(Expired {
+            let expired = Expired {
                 bucket,
                 key,
                 version: self.next_version(),
-                previous: slot.doc,
-            });
+            };
+            let order = shard.publish.lock();
+            drop(t);
+            publish(&expired);
+            drop(order);
+            removed += 1;
         }
-        out
+        removed
     }
 
     fn next_expiry(&self) -> Option<u64> {

@@ -26,9 +26,12 @@ pub(crate) mod memory;
 pub mod names;
 pub mod patch;
 
+use crate::bus::event::{ChangeMeta, Event, EventKind};
+use crate::bus::BusInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::runtime::timer::TimerId;
 use crate::runtime::Runtime;
+use crate::session::Registry;
 use backend::{Backend, Commit, Mutation};
 use document::Body;
 pub use document::Document;
@@ -50,6 +53,11 @@ pub struct WriteOptions {
     /// Write only if the key's current version is this (0: only if absent); otherwise
     /// fail with `VersionConflict`.
     pub if_version: Option<u64>,
+    /// Remove the document when the writing session (`meta.session`, required) closes
+    /// (the seed's `expire: 'session'`). A later write without it makes it permanent.
+    pub expire_session: bool,
+    /// Who makes the change and why, passed to listeners.
+    pub meta: ChangeMeta,
 }
 
 /// Options of [`Store::patch`].
@@ -59,6 +67,8 @@ pub struct PatchOptions {
     pub remove_data_from_reply: bool,
     /// Patch only if the key's current version is this; otherwise `VersionConflict`.
     pub if_version: Option<u64>,
+    /// Who makes the change and why, passed to listeners.
+    pub meta: ChangeMeta,
 }
 
 /// Options of [`Store::remove`].
@@ -66,6 +76,8 @@ pub struct PatchOptions {
 pub struct RemoveOptions {
     /// Remove only if the key's current version is this; otherwise `VersionConflict`.
     pub if_version: Option<u64>,
+    /// Who makes the change and why, passed to listeners.
+    pub meta: ChangeMeta,
 }
 
 /// The result of a successful patch.
@@ -87,14 +99,17 @@ pub struct Listed {
 }
 
 /// The store of one engine. Get it with [`crate::Engine::store`].
+#[derive(Clone)]
 pub struct Store {
     inner: Arc<StoreInner>,
 }
 
-struct StoreInner {
+pub(crate) struct StoreInner {
     rt: Arc<Runtime>,
     backend: Box<dyn Backend>,
     limits: Limits,
+    bus: Arc<BusInner>,
+    sessions: Arc<Registry>,
     sweep: Mutex<Option<(u64, TimerId)>>,
     me: Weak<StoreInner>,
 }
@@ -103,16 +118,59 @@ struct StoreInner {
 const SWEEP_BATCH: usize = 1024;
 
 impl Store {
-    pub(crate) fn new(rt: Arc<Runtime>, backend: Box<dyn Backend>, limits: Limits) -> Store {
+    pub(crate) fn new(
+        rt: Arc<Runtime>,
+        backend: Box<dyn Backend>,
+        limits: Limits,
+        bus: Arc<BusInner>,
+        sessions: Arc<Registry>,
+    ) -> Store {
         Store {
             inner: Arc::new_cyclic(|me| StoreInner {
                 rt,
                 backend,
                 limits,
+                bus,
+                sessions,
                 sweep: Mutex::new(None),
                 me: me.clone(),
             }),
         }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<StoreInner> {
+        &self.inner
+    }
+
+    pub(crate) fn from_inner(inner: Arc<StoreInner>) -> Store {
+        Store { inner }
+    }
+
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.rt
+    }
+
+    /// Removes `bucket/key` if `session` still owns it, publishing `session_expire`.
+    pub(crate) fn remove_session_key(&self, bucket: &str, key: &str, session: u64) {
+        let s = &self.inner;
+        let meta = Meta {
+            session: Some(session),
+            request_id: None,
+            user_data: None,
+        };
+        let _ = s.backend.mutate(
+            bucket,
+            key,
+            s.rt.now_ms(),
+            &mut |cur| match cur {
+                Some(d) if d.session == Some(session) => Ok(Mutation::Remove),
+                _ => Err(Error::new(
+                    ErrorKind::NotFound,
+                    "no longer this session's key",
+                )),
+            },
+            &mut |c| s.publish(EventKind::SessionExpire, bucket, key, c, &meta, None),
+        );
     }
 
     /// The bounds this store enforces.
@@ -239,13 +297,20 @@ impl Store {
     pub fn remove(&self, bucket: &str, key: &str, opts: &RemoveOptions) -> Result<u64> {
         let s = &self.inner;
         s.check_change(bucket, key)?;
-        let commit = s.backend.mutate(bucket, key, s.rt.now_ms(), &mut |cur| {
-            let Some(cur) = cur else {
-                return Err(not_found(bucket, key));
-            };
-            check_version(bucket, key, Some(cur), opts.if_version)?;
-            Ok(Mutation::Remove)
-        })?;
+        let meta = s.meta(&opts.meta)?;
+        let commit = s.backend.mutate(
+            bucket,
+            key,
+            s.rt.now_ms(),
+            &mut |cur| {
+                let Some(cur) = cur else {
+                    return Err(not_found(bucket, key));
+                };
+                check_version(bucket, key, Some(cur), opts.if_version)?;
+                Ok(Mutation::Remove)
+            },
+            &mut |c| s.publish(EventKind::Remove, bucket, key, c, &meta, None),
+        )?;
         Ok(commit.version)
     }
 
@@ -291,11 +356,71 @@ fn ttl_ms(ttl: Duration) -> Result<u64> {
     Ok(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
+/// A change's metadata, serialized once for all its events.
+#[derive(Default)]
+struct Meta {
+    session: Option<u64>,
+    request_id: Option<Arc<str>>,
+    user_data: Option<Arc<Body>>,
+}
+
 impl StoreInner {
     fn check_change(&self, bucket: &str, key: &str) -> Result<()> {
         self.rt.check_open()?;
         self.limits.check_bucket(bucket)?;
         self.limits.check_key(key)
+    }
+
+    fn meta(&self, m: &ChangeMeta) -> Result<Meta> {
+        let user_data = match &m.user_data {
+            Some(v) => {
+                let bytes = serde_json::to_vec(v)
+                    .map_err(|e| Error::new(ErrorKind::InvalidJson, format!("user data: {e}")))?;
+                self.limits.check_document(bytes.len())?;
+                Some(Body::new_unchecked(bytes))
+            }
+            None => None,
+        };
+        if let Some(r) = &m.request_id {
+            if r.len() > self.limits.max_key_bytes {
+                return Err(Error::new(
+                    ErrorKind::TooLarge,
+                    "the request id is over the key size limit",
+                ));
+            }
+        }
+        Ok(Meta {
+            session: m.session,
+            request_id: m.request_id.as_deref().map(Arc::from),
+            user_data,
+        })
+    }
+
+    /// Publishes the event of one committed change.
+    fn publish(
+        &self,
+        kind: EventKind,
+        bucket: &str,
+        key: &str,
+        c: &Commit,
+        meta: &Meta,
+        ops: Option<Arc<Body>>,
+    ) {
+        self.bus.publish(Event {
+            kind,
+            bucket: Arc::from(bucket),
+            key: Arc::from(key),
+            version: c.version,
+            timestamp_ms: c
+                .current
+                .as_ref()
+                .map_or_else(|| self.rt.now_ms(), |d| d.modified_ms),
+            session: meta.session,
+            request_id: meta.request_id.clone(),
+            user_data: meta.user_data.clone(),
+            value: c.current.as_ref().map(|d| d.body.clone()),
+            ops,
+        });
     }
 
     fn put(&self, bucket: &str, key: &str, body: Arc<Body>, opts: &WriteOptions) -> Result<u64> {
@@ -305,23 +430,50 @@ impl StoreInner {
             .map(ttl_ms)
             .transpose()?
             .map(|t| now.saturating_add(t));
+        let meta = self.meta(&opts.meta)?;
+        let owner = match (opts.expire_session, opts.meta.session) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "expire_session needs the writing session (meta.session)",
+                ))
+            }
+            (true, Some(id)) => Some((id, self.sessions.get(id)?)),
+        };
+        let session = owner.as_ref().map(|(id, _)| *id);
         let commit = self.with_room(now, &mut || {
-            self.backend.mutate(bucket, key, now, &mut |cur| {
-                if opts.fail_if_exists && cur.is_some() {
-                    return Err(Error::new(
-                        ErrorKind::Exists,
-                        format!("{bucket}/{key} already exists"),
-                    ));
-                }
-                check_version(bucket, key, cur, opts.if_version)?;
-                Ok(Mutation::Put {
-                    body: body.clone(),
-                    expires_ms: expires,
-                })
-            })
+            self.backend.mutate(
+                bucket,
+                key,
+                now,
+                &mut |cur| {
+                    if opts.fail_if_exists && cur.is_some() {
+                        return Err(Error::new(
+                            ErrorKind::Exists,
+                            format!("{bucket}/{key} already exists"),
+                        ));
+                    }
+                    check_version(bucket, key, cur, opts.if_version)?;
+                    Ok(Mutation::Put {
+                        body: body.clone(),
+                        expires_ms: expires,
+                        session,
+                    })
+                },
+                &mut |c| self.publish(EventKind::Write, bucket, key, c, &meta, None),
+            )
         })?;
         if let Some(e) = expires {
             self.schedule_sweep(e);
+        }
+        if let Some((id, owner)) = owner {
+            if !owner.adopt(bucket, key) {
+                // The session closed while this write was in flight: its keys go with it.
+                if let Some(me) = self.me.upgrade() {
+                    Store::from_inner(me).remove_session_key(bucket, key, id);
+                }
+            }
         }
         Ok(commit.version)
     }
@@ -342,23 +494,35 @@ impl StoreInner {
             .filter(|d| d.is_live(now))
             .ok_or_else(|| not_found(bucket, key))?;
         check_version(bucket, key, Some(&snapshot), opts.if_version)?;
+        let meta = self.meta(&opts.meta)?;
         let first = self.apply_patch(&snapshot, ops)?;
+        let ops_json = Body::new_unchecked(serde_json::to_vec(&ops.0).unwrap_or_default());
         let commit: Commit = self.with_room(now, &mut || {
-            self.backend.mutate(bucket, key, now, &mut |cur| {
-                let Some(cur) = cur else {
-                    return Err(not_found(bucket, key));
-                };
-                check_version(bucket, key, Some(cur), opts.if_version)?;
-                let body = if cur.version == snapshot.version {
-                    first.clone()
-                } else {
-                    self.apply_patch(cur, ops)?
-                };
-                Ok(Mutation::Put {
-                    body,
-                    expires_ms: cur.expires_ms,
-                })
-            })
+            self.backend.mutate(
+                bucket,
+                key,
+                now,
+                &mut |cur| {
+                    let Some(cur) = cur else {
+                        return Err(not_found(bucket, key));
+                    };
+                    check_version(bucket, key, Some(cur), opts.if_version)?;
+                    let body = if cur.version == snapshot.version {
+                        first.clone()
+                    } else {
+                        self.apply_patch(cur, ops)?
+                    };
+                    Ok(Mutation::Put {
+                        body,
+                        expires_ms: cur.expires_ms,
+                        session: cur.session,
+                    })
+                },
+                &mut |c| {
+                    let ops = Some(ops_json.clone());
+                    self.publish(EventKind::Patch, bucket, key, c, &meta, ops)
+                },
+            )
         })?;
         Ok(Patched {
             version: commit.version,
@@ -395,11 +559,24 @@ impl StoreInner {
         }
     }
 
-    /// Removes every document expired at `now`, in batches.
+    /// Removes every document expired at `now`, in batches, publishing each removal.
     fn reap(&self, now: u64) {
         loop {
-            let removed = self.backend.expire(now, SWEEP_BATCH);
-            if removed.len() < SWEEP_BATCH || self.rt.is_closed() {
+            let removed = self.backend.expire(now, SWEEP_BATCH, &mut |x| {
+                self.bus.publish(Event {
+                    kind: EventKind::Expire,
+                    bucket: x.bucket.clone(),
+                    key: x.key.clone(),
+                    version: x.version,
+                    timestamp_ms: now,
+                    session: None,
+                    request_id: None,
+                    user_data: None,
+                    value: None,
+                    ops: None,
+                });
+            });
+            if removed < SWEEP_BATCH || self.rt.is_closed() {
                 break;
             }
         }
