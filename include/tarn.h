@@ -276,9 +276,9 @@ enum tarn_status tarn_listener_fd(const struct tarn_engine *engine,
                                   int32_t *out_fd);
 
 // Writes a listener's counters (delivered, missed at the bound, caught panics).
-enum tarn_status tarn_listener_stats(const struct tarn_engine *engine,
-                                     uint64_t listener_id,
-                                     struct tarn_listener_stats *out_stats);
+enum tarn_status tarn_listener_get_stats(const struct tarn_engine *engine,
+                                         uint64_t listener_id,
+                                         struct tarn_listener_stats *out_stats);
 
 // Stops a listener and releases its id; waits for a running callback to return
 // (unless called from that callback). TARN_NOT_FOUND for an unknown or freed id.

@@ -249,7 +249,7 @@ pub extern "C" fn tarn_listener_fd(
 
 /// Writes a listener's counters (delivered, missed at the bound, caught panics).
 #[no_mangle]
-pub extern "C" fn tarn_listener_stats(
+pub extern "C" fn tarn_listener_get_stats(
     engine: *const tarn_engine,
     listener_id: u64,
     out_stats: *mut tarn_listener_stats,
