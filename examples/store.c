@@ -52,7 +52,7 @@ static int run(const tarn_engine *engine)
 
     /* An RFC 6902 patch, applied only if nobody changed the document since our read. */
     const char *ops = "[{\"op\": \"add\", \"path\": \"/langs/-\", \"value\": \"C\"}]";
-    tarn_patch_options if_unchanged = {TARN_PATCH_IF_VERSION, info.version};
+    tarn_patch_options if_unchanged = {.flags = TARN_PATCH_IF_VERSION, .if_version = info.version};
     if (failed("patch", tarn_store_patch(engine, "users", "ada", (const uint8_t *)ops,
                                          strlen(ops), &if_unchanged, &version, &doc))) {
         return 1;
@@ -73,7 +73,7 @@ static int run(const tarn_engine *engine)
     tarn_buf_free(&list);
 
     /* Failures are ordinary results: creating a key that already exists. */
-    tarn_write_options create = {TARN_WRITE_FAIL_IF_EXISTS, 0, 0};
+    tarn_write_options create = {.flags = TARN_WRITE_FAIL_IF_EXISTS};
     tarn_status st = put(engine, "users", "ada", "{}", &create, NULL);
     if (st != TARN_EXISTS) {
         fprintf(stderr, "expected TARN_EXISTS, got %s\n", tarn_status_name(st));

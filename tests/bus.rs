@@ -266,3 +266,490 @@ fn a_panicking_callback_is_caught_counted_and_keeps_working() {
     assert_eq!(l.panics(), 1);
     assert_eq!(l.delivered(), 2);
 }
+
+#[test]
+fn one_keys_events_arrive_in_commit_order_from_two_writer_threads() {
+    let e = Arc::new(engine());
+    let l = e
+        .bus()
+        .subscribe(
+            "o",
+            "k",
+            &ListenOptions {
+                capacity: 10_000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let other = e
+        .bus()
+        .subscribe(
+            "o",
+            "*",
+            &ListenOptions {
+                capacity: 10_000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let hs: Vec<_> = (0..2)
+        .map(|t| {
+            let (e, barrier) = (e.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..500 {
+                    e.store()
+                        .write(
+                            "o",
+                            "k",
+                            &json!({ "t": t, "i": i }),
+                            &WriteOptions::default(),
+                        )
+                        .unwrap();
+                    e.store()
+                        .write("o", &format!("t{t}"), &json!(i), &WriteOptions::default())
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let got = drain(&l);
+    assert_eq!(got.len(), 1000);
+    assert!(
+        got.windows(2).all(|w| w[0].version() < w[1].version()),
+        "per-key commit order"
+    );
+    // Across keys: each key's own events are still in order within a wider listener.
+    let all = drain(&other);
+    assert_eq!(all.len(), 2000);
+    for key in ["k", "t0", "t1"] {
+        let v: Vec<u64> = all
+            .iter()
+            .filter(|d| d.key() == key)
+            .map(|d| d.version())
+            .collect();
+        assert!(v.windows(2).all(|w| w[0] < w[1]), "{key} in order");
+    }
+}
+
+#[test]
+fn watch_from_a_version_replays_then_goes_live_or_is_too_old() {
+    let e = Engine::builder()
+        .manual_clock(T0)
+        .change_log_capacity(4)
+        .build()
+        .unwrap();
+    let s = e.store();
+    let mut versions = vec![];
+    for i in 0..6 {
+        versions.push(s.write("w", &format!("k{i}"), &json!(i), &w()).unwrap());
+    }
+    // The log keeps the last 4 changes (versions 3..=6): starting after 2 is fine.
+    let l = e
+        .bus()
+        .subscribe(
+            "w",
+            "*",
+            &ListenOptions {
+                from_version: Some(versions[1]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    s.write("w", "live", &json!(true), &w()).unwrap();
+    let got: Vec<u64> = drain(&l).iter().map(|d| d.version()).collect();
+    assert_eq!(
+        got,
+        [
+            versions[2],
+            versions[3],
+            versions[4],
+            versions[5],
+            versions[5] + 1
+        ]
+    );
+    let err = e
+        .bus()
+        .subscribe(
+            "w",
+            "*",
+            &ListenOptions {
+                from_version: Some(versions[0]),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TooOld);
+    // Replays respect the pattern.
+    let one = e
+        .bus()
+        .subscribe(
+            "w",
+            "k5",
+            &ListenOptions {
+                from_version: Some(versions[2]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        drain(&one)
+            .iter()
+            .map(|d| d.key().to_string())
+            .collect::<Vec<_>>(),
+        ["k5"]
+    );
+}
+
+#[test]
+fn drop_policy_counts_exactly_and_the_next_event_says_how_many() {
+    let e = engine();
+    let l = e
+        .bus()
+        .subscribe(
+            "d",
+            "*",
+            &ListenOptions {
+                capacity: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for i in 0..5 {
+        e.store()
+            .write("d", &format!("k{i}"), &json!(i), &w())
+            .unwrap();
+    }
+    let first = drain(&l);
+    assert_eq!(keys(&first), ["d/k0", "d/k1"]);
+    assert!(first.iter().all(|d| d.missed() == 0));
+    assert_eq!(l.missed(), 3);
+    e.store().write("d", "k5", &json!(5), &w()).unwrap();
+    let next = drain(&l);
+    assert_eq!((next[0].key(), next[0].missed()), ("k5", 3));
+    assert_eq!(l.delivered(), 3);
+}
+
+#[test]
+fn block_policy_holds_the_publisher_until_there_is_room() {
+    let e = Arc::new(engine());
+    let l = e
+        .bus()
+        .subscribe(
+            "blk",
+            "*",
+            &ListenOptions {
+                capacity: 1,
+                overflow: Overflow::Block,
+                block_timeout: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (done_tx, done_rx) = unbounded();
+    let e2 = e.clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..3 {
+            e2.store()
+                .write("blk", &format!("k{i}"), &json!(i), &WriteOptions::default())
+                .unwrap();
+            done_tx.send(i).unwrap();
+        }
+    });
+    // The first write fits; the second blocks until we take the first event.
+    assert_eq!(done_rx.recv().unwrap(), 0);
+    let mut got = vec![];
+    while got.len() < 3 {
+        if let Some(d) = l.next(Duration::from_secs(30)).unwrap() {
+            got.push(d.key().to_string());
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(got, ["k0", "k1", "k2"]);
+    assert_eq!(done_rx.try_iter().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(l.missed(), 0);
+}
+
+#[test]
+fn the_fd_is_readable_exactly_while_events_wait() {
+    let e = engine();
+    let l = e
+        .bus()
+        .subscribe("fd", "*", &ListenOptions::default())
+        .unwrap();
+    let fd = l.fd().unwrap();
+    let readable = |timeout_ms: i32| {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `p` is one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        n == 1 && p.revents & libc::POLLIN != 0
+    };
+    assert!(!readable(0));
+    e.store().write("fd", "a", &json!(1), &w()).unwrap();
+    e.store().write("fd", "b", &json!(1), &w()).unwrap();
+    assert!(readable(0));
+    l.try_next().unwrap().unwrap();
+    assert!(readable(0), "still one waiting");
+    l.try_next().unwrap().unwrap();
+    assert!(!readable(0));
+    // A poll with a timeout is woken by a write from another thread.
+    let e = Arc::new(e);
+    let e2 = e.clone();
+    let (go, wait) = unbounded::<()>();
+    let writer = std::thread::spawn(move || {
+        wait.recv().unwrap();
+        e2.store()
+            .write("fd", "c", &json!(1), &WriteOptions::default())
+            .unwrap();
+    });
+    go.send(()).unwrap();
+    assert!(readable(30_000));
+    writer.join().unwrap();
+    assert_eq!(l.try_next().unwrap().unwrap().key(), "c");
+}
+
+#[test]
+fn closing_a_session_removes_its_keys_and_listeners_with_events() {
+    let e = engine();
+    let watch = e
+        .bus()
+        .subscribe("s", "*", &ListenOptions::default())
+        .unwrap();
+    let presence = e
+        .bus()
+        .subscribe(
+            tarn::SESSIONS_BUCKET,
+            "*",
+            &ListenOptions {
+                send_values: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let a = e.open_session("alice", None).unwrap();
+    let b = e.open_session("bob", None).unwrap();
+    let as_a = |expire_session| WriteOptions {
+        expire_session,
+        meta: ChangeMeta {
+            session: Some(a.id()),
+            ..Default::default()
+        },
+        ..w()
+    };
+    let as_b = WriteOptions {
+        expire_session: true,
+        meta: ChangeMeta {
+            session: Some(b.id()),
+            ..Default::default()
+        },
+        ..w()
+    };
+    e.store().write("s", "a1", &json!(1), &as_a(true)).unwrap();
+    e.store().write("s", "a2", &json!(1), &as_a(true)).unwrap();
+    e.store()
+        .write("s", "moved", &json!(1), &as_a(true))
+        .unwrap();
+    e.store().write("s", "moved", &json!(2), &as_b).unwrap(); // now bob's
+    e.store()
+        .write("s", "kept", &json!(1), &as_a(true))
+        .unwrap();
+    e.store().write("s", "kept", &json!(2), &w()).unwrap(); // permanent again
+    assert_eq!(e.store().read("s", "a1").unwrap().session(), Some(a.id()));
+    let a_listener = a.subscribe("s", "*", &ListenOptions::default()).unwrap();
+    drain(&watch);
+
+    a.close();
+    a.close();
+    let removed = drain(&watch);
+    let mut gone: Vec<(EventKind, String)> = removed
+        .iter()
+        .map(|d| (d.kind(), d.key().to_string()))
+        .collect();
+    gone.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(
+        gone,
+        [
+            (EventKind::SessionExpire, "a1".into()),
+            (EventKind::SessionExpire, "a2".into())
+        ]
+    );
+    assert!(removed.iter().all(|d| d.session() == Some(a.id())));
+    let left: Vec<String> = e
+        .store()
+        .list("s", true)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(left, ["kept", "moved"]);
+    assert_eq!(
+        a_listener.try_next().unwrap_err().kind(),
+        ErrorKind::Closed,
+        "its listeners closed with it"
+    );
+    assert_eq!(
+        e.store()
+            .write("s", "x", &json!(1), &as_a(true))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    drop(b);
+    assert!(
+        e.store().read("s", "moved").is_err(),
+        "bob's key went with bob"
+    );
+
+    let p = drain(&presence);
+    let seen: Vec<(EventKind, serde_json::Value)> = p
+        .iter()
+        .map(|d| {
+            (
+                d.kind(),
+                serde_json::from_str::<serde_json::Value>(d.value().unwrap()).unwrap()["client_id"]
+                    .clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::SessionOpen, json!("alice")),
+            (EventKind::SessionOpen, json!("bob")),
+            (EventKind::SessionClose, json!("alice")),
+            (EventKind::SessionClose, json!("bob")),
+        ]
+    );
+}
+
+#[test]
+fn a_session_not_kept_alive_within_its_lease_is_closed() {
+    let e = engine();
+    let s = e
+        .open_session("leased", Some(Duration::from_millis(1000)))
+        .unwrap();
+    let opts = WriteOptions {
+        expire_session: true,
+        meta: ChangeMeta {
+            session: Some(s.id()),
+            ..Default::default()
+        },
+        ..w()
+    };
+    e.store().write("l", "k", &json!(1), &opts).unwrap();
+    e.clock().advance(Duration::from_millis(999)).unwrap();
+    e.settle().unwrap();
+    assert!(!s.is_closed());
+    s.keepalive().unwrap();
+    e.clock().advance(Duration::from_millis(999)).unwrap();
+    e.settle().unwrap();
+    assert!(!s.is_closed(), "kept alive at 999 ms");
+    e.clock().advance(Duration::from_millis(1)).unwrap();
+    e.settle().unwrap();
+    assert!(s.is_closed(), "lease ran out at 1998 ms");
+    assert_eq!(
+        e.store().read("l", "k").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(s.keepalive().unwrap_err().kind(), ErrorKind::Closed);
+}
+
+#[test]
+fn ignore_own_skips_the_sessions_own_changes() {
+    let e = engine();
+    let me = e.open_session("me", None).unwrap();
+    let l = me
+        .subscribe(
+            "i",
+            "*",
+            &ListenOptions {
+                ignore_own: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mine = WriteOptions {
+        meta: ChangeMeta {
+            session: Some(me.id()),
+            ..Default::default()
+        },
+        ..w()
+    };
+    e.store().write("i", "mine", &json!(1), &mine).unwrap();
+    e.store().write("i", "theirs", &json!(1), &w()).unwrap();
+    me.signal("i", "sig", None).unwrap();
+    assert_eq!(keys(&drain(&l)), ["i/theirs"]);
+}
+
+#[test]
+fn bad_listener_input_is_refused() {
+    let e = engine();
+    let bus = e.bus();
+    for (b, k) in [("", "k"), ("b", ""), ("b.", "*"), ("$other", "*")] {
+        assert_eq!(
+            bus.subscribe(b, k, &ListenOptions::default())
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArgument,
+            "{b:?}/{k:?}"
+        );
+    }
+    assert_eq!(
+        bus.subscribe(
+            "b",
+            "*",
+            &ListenOptions {
+                capacity: 0,
+                ..Default::default()
+            }
+        )
+        .unwrap_err()
+        .kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        e.open_session("", None).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        e.open_session("x", Some(Duration::ZERO))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+    let no_session = WriteOptions {
+        expire_session: true,
+        ..w()
+    };
+    assert_eq!(
+        e.store()
+            .write("b", "k", &json!(1), &no_session)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+    let l = bus.subscribe("b", "*", &ListenOptions::default()).unwrap();
+    l.close();
+    l.close();
+    assert_eq!(l.try_next().unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(bus.listener_count(), 0);
+    e.close();
+    assert_eq!(
+        bus.subscribe("b", "*", &ListenOptions::default())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Closed
+    );
+    assert_eq!(
+        e.open_session("late", None).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+}

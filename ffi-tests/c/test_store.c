@@ -226,7 +226,7 @@ static void every_call_fails_at(const tarn_engine *e, const char *bucket, const 
     uint64_t v = SENTINEL;
     tarn_buf b;
     tarn_doc_info info;
-    tarn_write_options wo = {TARN_WRITE_FAIL_IF_EXISTS, 1000, 0};
+    tarn_write_options wo = {.flags = TARN_WRITE_FAIL_IF_EXISTS, .ttl_ms = 1000};
 
     status_at(tarn_store_write(e, bucket, key, JSON("{\"x\":1}"), &wo, &v), want, NULL, file,
               line, "tarn_store_write");
@@ -278,7 +278,10 @@ static void test_versions_and_names(void)
     /* The first tarn call of the process: no failure yet on this thread. */
     CHECK(tarn_last_error() != NULL && strcmp(tarn_last_error(), "") == 0);
 
+    CHECK(TARN_ABI_VERSION == 2); /* the header this program was written against */
     CHECK(tarn_abi_version() == TARN_ABI_VERSION);
+    CHECK(tarn_abi_version() == 2);
+    CHECK(TARN_TOO_OLD == 17);
     const char *version = tarn_version();
     CHECK(version != NULL && version[0] != '\0');
     CHECK(version != NULL && strchr(version, '.') != NULL);
@@ -290,19 +293,19 @@ static void test_versions_and_names(void)
         "TARN_INVALID_JSON", "TARN_INVALID_PATCH",    "TARN_PATCH_PATH_NOT_FOUND",
         "TARN_PATCH_TEST_FAILED", "TARN_VERSION_CONFLICT", "TARN_TOO_LARGE",
         "TARN_FULL",         "TARN_TIMEOUT",          "TARN_NOT_SUPPORTED",
-        "TARN_CLOSED",       "TARN_PANIC",
+        "TARN_CLOSED",       "TARN_PANIC",            "TARN_TOO_OLD",
     };
-    CHECK(sizeof all / sizeof all[0] == 17);
+    CHECK(sizeof all / sizeof all[0] == 18);
     CHECK(sizeof names / sizeof names[0] == sizeof all / sizeof all[0]);
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        CHECK((int)all[i] == (int)i); /* values are 0..16, in order, no gaps */
+        CHECK((int)all[i] == (int)i); /* values are 0..17, in order, no gaps */
         const char *n = tarn_status_name((int32_t)all[i]);
         if (!CHECK(n != NULL && strcmp(n, names[i]) == 0)) {
             fprintf(stdout, "    status %d: got \"%s\", expected \"%s\"\n", (int)all[i],
                     n != NULL ? n : "(NULL)", names[i]);
         }
     }
-    static const int32_t unknown[] = {-1, 17, 18, 1000, INT32_MIN, INT32_MAX};
+    static const int32_t unknown[] = {-1, 18, 19, 1000, INT32_MIN, INT32_MAX};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *n = tarn_status_name(unknown[i]);
         CHECK(n != NULL && strcmp(n, "TARN_UNKNOWN_STATUS") == 0);
@@ -414,7 +417,7 @@ static void test_system_clock_engine(void)
     CHECK(out == SENTINEL);
 
     /* A TTL on the system clock: a long one, so it cannot expire during the test. */
-    tarn_write_options wo = {0, 3600000, 0};
+    tarn_write_options wo = {.ttl_ms = 3600000};
     tarn_doc_info info;
     tarn_buf b;
     OK(tarn_store_write(e, "sys", "k", JSON("{}"), &wo, NULL));
@@ -557,7 +560,7 @@ static void test_write_read(void)
 
     /* options NULL and out_version NULL are allowed; the zeroed options are the same. */
     OK(tarn_store_write(e, "users", "cy", JSON("null"), NULL, NULL));
-    tarn_write_options zero = {0, 0, 0};
+    tarn_write_options zero = {.flags = 0, .ttl_ms = 0, .if_version = 0};
     uint64_t v5 = SENTINEL;
     OK(tarn_store_write(e, "users", "cy", JSON("true"), &zero, &v5));
     CHECK(v5 == last_version(e));
@@ -770,7 +773,7 @@ static void test_conditional_write_and_remove(void)
         return;
     }
     uint64_t v = SENTINEL;
-    tarn_write_options fail_if_exists = {TARN_WRITE_FAIL_IF_EXISTS, 0, 0};
+    tarn_write_options fail_if_exists = {.flags = TARN_WRITE_FAIL_IF_EXISTS};
 
     /* Fail-if-exists. */
     uint64_t v1 = SENTINEL;
@@ -781,7 +784,7 @@ static void test_conditional_write_and_remove(void)
     CHECK(last_version(e) == v1); /* a failed write assigns no version */
 
     /* If-version 0: only if absent. */
-    tarn_write_options if_absent = {TARN_WRITE_IF_VERSION, 0, 0};
+    tarn_write_options if_absent = {.flags = TARN_WRITE_IF_VERSION};
     uint64_t v2 = SENTINEL;
     OK(tarn_store_write(e, "c", "cas", JSON("\"v-a\""), &if_absent, &v2));
     CHECK(v2 > v1);
@@ -790,13 +793,13 @@ static void test_conditional_write_and_remove(void)
     EXPECT_DOC(e, "c", "cas", "\"v-a\"", v2);
 
     /* If-version n: only if the current version is n. */
-    tarn_write_options stale = {TARN_WRITE_IF_VERSION, 0, v2 - 1};
+    tarn_write_options stale = {.flags = TARN_WRITE_IF_VERSION, .if_version = v2 - 1};
     FAILS(TARN_VERSION_CONFLICT, tarn_store_write(e, "c", "cas", JSON("\"v-b\""), &stale, &v));
-    tarn_write_options future = {TARN_WRITE_IF_VERSION, 0, v2 + 100};
+    tarn_write_options future = {.flags = TARN_WRITE_IF_VERSION, .if_version = v2 + 100};
     FAILS(TARN_VERSION_CONFLICT, tarn_store_write(e, "c", "cas", JSON("\"v-b\""), &future, &v));
     CHECK(v == SENTINEL);
     EXPECT_DOC(e, "c", "cas", "\"v-a\"", v2);
-    tarn_write_options current = {TARN_WRITE_IF_VERSION, 0, v2};
+    tarn_write_options current = {.flags = TARN_WRITE_IF_VERSION, .if_version = v2};
     uint64_t v3 = SENTINEL;
     OK(tarn_store_write(e, "c", "cas", JSON("\"v-b\""), &current, &v3));
     CHECK(v3 > v2);
@@ -804,23 +807,24 @@ static void test_conditional_write_and_remove(void)
     /* The same condition again is now stale. */
     FAILS(TARN_VERSION_CONFLICT, tarn_store_write(e, "c", "cas", JSON("\"v-c\""), &current, &v));
     /* A version on an absent key conflicts (its version is 0). */
-    tarn_write_options on_absent = {TARN_WRITE_IF_VERSION, 0, v3};
+    tarn_write_options on_absent = {.flags = TARN_WRITE_IF_VERSION, .if_version = v3};
     FAILS(TARN_VERSION_CONFLICT, tarn_store_write(e, "c", "absent", JSON("1"), &on_absent, &v));
     EXPECT_ABSENT(e, "c", "absent");
     /* Without the flag, if_version is ignored. */
-    tarn_write_options ignored = {0, 0, 999999};
+    tarn_write_options ignored = {.if_version = 999999};
     uint64_t v4 = SENTINEL;
     OK(tarn_store_write(e, "c", "cas", JSON("\"v-d\""), &ignored, &v4));
     CHECK(v4 > v3);
     /* Both flags: fail-if-exists wins on a present key. */
-    tarn_write_options both = {TARN_WRITE_FAIL_IF_EXISTS | TARN_WRITE_IF_VERSION, 0, v4};
+    tarn_write_options both = {.flags = TARN_WRITE_FAIL_IF_EXISTS | TARN_WRITE_IF_VERSION, .if_version = v4};
     FAILS(TARN_EXISTS, tarn_store_write(e, "c", "cas", JSON("\"v-e\""), &both, &v));
     CHECK(v == SENTINEL);
 
     /* Unknown flag bits. */
-    tarn_write_options unknown = {0x80, 0, 0};
+    tarn_write_options unknown = {.flags = 0x80};
     FAILS(TARN_INVALID_ARGUMENT, tarn_store_write(e, "c", "cas", JSON("\"v-x\""), &unknown, &v));
-    unknown.flags = 0x4 | TARN_WRITE_FAIL_IF_EXISTS;
+    /* 0x8 is the first bit past TARN_WRITE_EXPIRE_SESSION (0x4, known since ABI 2). */
+    unknown.flags = 0x8 | TARN_WRITE_FAIL_IF_EXISTS;
     FAILS(TARN_INVALID_ARGUMENT, tarn_store_write(e, "c", "new", JSON("\"v-x\""), &unknown, &v));
     unknown.flags = 0x80000000u;
     FAILS(TARN_INVALID_ARGUMENT, tarn_store_write(e, "c", "new", JSON("\"v-x\""), &unknown, &v));
@@ -832,12 +836,12 @@ static void test_conditional_write_and_remove(void)
     /* Remove: absent, conditional, unknown flags. */
     FAILS(TARN_NOT_FOUND, tarn_store_remove(e, "c", "absent", NULL, &v));
     FAILS(TARN_NOT_FOUND, tarn_store_remove(e, "never-written", "absent", NULL, &v));
-    tarn_remove_options r_stale = {TARN_REMOVE_IF_VERSION, v4 - 1};
+    tarn_remove_options r_stale = {.flags = TARN_REMOVE_IF_VERSION, .if_version = v4 - 1};
     FAILS(TARN_VERSION_CONFLICT, tarn_store_remove(e, "c", "cas", &r_stale, &v));
-    tarn_remove_options r_zero = {TARN_REMOVE_IF_VERSION, 0};
+    tarn_remove_options r_zero = {.flags = TARN_REMOVE_IF_VERSION};
     FAILS(TARN_VERSION_CONFLICT, tarn_store_remove(e, "c", "cas", &r_zero, &v));
     FAILS(TARN_NOT_FOUND, tarn_store_remove(e, "c", "absent", &r_zero, &v));
-    tarn_remove_options r_unknown = {0x80, 0};
+    tarn_remove_options r_unknown = {.flags = 0x80};
     FAILS(TARN_INVALID_ARGUMENT, tarn_store_remove(e, "c", "cas", &r_unknown, &v));
     r_unknown.flags = TARN_REMOVE_IF_VERSION | 0x2;
     r_unknown.if_version = v4;
@@ -846,7 +850,7 @@ static void test_conditional_write_and_remove(void)
     EXPECT_DOC(e, "c", "cas", "\"v-d\"", v4);
     CHECK(last_version(e) == v4);
 
-    tarn_remove_options r_current = {TARN_REMOVE_IF_VERSION, v4};
+    tarn_remove_options r_current = {.flags = TARN_REMOVE_IF_VERSION, .if_version = v4};
     uint64_t v5 = SENTINEL;
     OK(tarn_store_remove(e, "c", "cas", &r_current, &v5));
     CHECK(v5 > v4 && v5 == last_version(e));
@@ -864,7 +868,7 @@ static void test_conditional_write_and_remove(void)
     OK(tarn_store_write(e, "c", "cas", JSON("\"again\""), &fail_if_exists, &v7));
     CHECK(v7 > v6 + 1);
     /* A remove with default options (zeroed struct). */
-    tarn_remove_options r_default = {0, 12345};
+    tarn_remove_options r_default = {.if_version = 12345};
     OK(tarn_store_remove(e, "c", "cas", &r_default, &v));
     CHECK(v > v7 && v == last_version(e));
     tarn_engine_free(e);
@@ -937,11 +941,11 @@ static void test_patch(void)
     EXPECT_ABSENT(e, "p", "missing");
 
     /* Conditional patches. */
-    tarn_patch_options stale = {TARN_PATCH_IF_VERSION, v0 - 1};
+    tarn_patch_options stale = {.flags = TARN_PATCH_IF_VERSION, .if_version = v0 - 1};
     FAILS(TARN_VERSION_CONFLICT, tarn_store_patch(e, "p", "k", JSON(ops), &stale, &v, &b));
-    tarn_patch_options zero = {TARN_PATCH_IF_VERSION, 0};
+    tarn_patch_options zero = {.flags = TARN_PATCH_IF_VERSION};
     FAILS(TARN_VERSION_CONFLICT, tarn_store_patch(e, "p", "k", JSON(ops), &zero, &v, &b));
-    tarn_patch_options unknown = {0x80, 0};
+    tarn_patch_options unknown = {.flags = 0x80};
     FAILS(TARN_INVALID_ARGUMENT, tarn_store_patch(e, "p", "k", JSON(ops), &unknown, &v, &b));
     unknown.flags = TARN_PATCH_IF_VERSION | 0x4;
     unknown.if_version = v0;
@@ -952,7 +956,7 @@ static void test_patch(void)
 
     /* Success with out_doc: the result is re-serialized (compact, key order kept). */
     OK(tarn_clock_advance(e, 7, NULL));
-    tarn_patch_options current = {TARN_PATCH_IF_VERSION, v0};
+    tarn_patch_options current = {.flags = TARN_PATCH_IF_VERSION, .if_version = v0};
     uint64_t v1 = SENTINEL;
     POISON(b);
     if (OK(tarn_store_patch(e, "p", "k", JSON(ops), &current, &v1, &b))) {
@@ -990,7 +994,7 @@ static void test_patch(void)
 
     /* TARN_PATCH_REMOVE_DATA_FROM_REPLY: *out_doc is set empty (and freeing it does
      * nothing). */
-    tarn_patch_options no_data = {TARN_PATCH_REMOVE_DATA_FROM_REPLY, 0};
+    tarn_patch_options no_data = {.flags = TARN_PATCH_REMOVE_DATA_FROM_REPLY};
     uint64_t v3 = SENTINEL;
     POISON(b);
     if (OK(tarn_store_patch(e, "p", "k", JSON("[{\"op\":\"add\",\"path\":\"/n\",\"value\":null}]"),
@@ -1002,7 +1006,7 @@ static void test_patch(void)
     }
     EXPECT_DOC(e, "p", "k", "{\"c\":{\"d\":\"f\"},\"b\":[2,3],\"m\":2,\"c2\":{\"d\":\"f\"},\"n\":null}", v3);
     /* Both flags together. */
-    tarn_patch_options both = {TARN_PATCH_REMOVE_DATA_FROM_REPLY | TARN_PATCH_IF_VERSION, v3};
+    tarn_patch_options both = {.flags = TARN_PATCH_REMOVE_DATA_FROM_REPLY | TARN_PATCH_IF_VERSION, .if_version = v3};
     uint64_t v4 = SENTINEL;
     POISON(b);
     OK(tarn_store_patch(e, "p", "k", JSON("[{\"op\":\"remove\",\"path\":\"/n\"}]"), &both, &v4, &b));
@@ -1038,7 +1042,7 @@ static void test_listing(void)
     OK(tarn_store_write(e, "fruit", "cherry", JSON("{\"c\": 3}"), NULL, &vc));
     OK(tarn_clock_advance(e, 1, NULL));
     OK(tarn_store_write(e, "fruit", "apple", JSON(" [1, 2] "), NULL, &va));
-    tarn_write_options ttl = {0, 1000, 0};
+    tarn_write_options ttl = {.ttl_ms = 1000};
     OK(tarn_store_write(e, "fruit", "banana", JSON("\"b\""), &ttl, &vb));
     OK(tarn_store_write(e, "fruit", "Quote\"\\", JSON("null"), NULL, &vq));
     OK(tarn_store_write(e, "veg", "kale", JSON("true"), NULL, NULL));
@@ -1077,7 +1081,7 @@ static void test_listing(void)
     EXPECT_JSON(tarn_store_buckets(e, &b), &b, "[\"Veg\",\"fruit\"]");
     EXPECT_JSON(tarn_store_list(e, "veg", 0, &b), &b, "[]");
     /* Failed writes to a new bucket do not make it appear. */
-    tarn_write_options conflict = {TARN_WRITE_IF_VERSION, 0, 77};
+    tarn_write_options conflict = {.flags = TARN_WRITE_IF_VERSION, .if_version = 77};
     FAILS(TARN_VERSION_CONFLICT, tarn_store_write(e, "ghost", "k", JSON("1"), &conflict, NULL));
     FAILS(TARN_NOT_FOUND, tarn_store_remove(e, "ghost2", "k", NULL, NULL));
     EXPECT_JSON(tarn_store_buckets(e, &b), &b, "[\"Veg\",\"fruit\"]");
@@ -1095,7 +1099,7 @@ static void test_ttl(void)
     tarn_doc_info info;
     uint64_t v = SENTINEL;
 
-    tarn_write_options ttl = {0, 1000, 0};
+    tarn_write_options ttl = {.ttl_ms = 1000};
     uint64_t vt = SENTINEL;
     OK(tarn_store_write(e, "s", "tok", JSON("{\"t\":1}"), &ttl, &vt));
     OK(tarn_store_write(e, "s", "perm", JSON("{\"p\":1}"), NULL, NULL));
@@ -1148,7 +1152,7 @@ static void test_ttl(void)
     EXPECT_JSON(tarn_store_buckets(e, &b), &b, "[\"s\"]");
 
     /* An expired key is absent for conditional writes too. */
-    tarn_write_options if_absent = {TARN_WRITE_IF_VERSION | TARN_WRITE_FAIL_IF_EXISTS, 500, 0};
+    tarn_write_options if_absent = {.flags = TARN_WRITE_IF_VERSION | TARN_WRITE_FAIL_IF_EXISTS, .ttl_ms = 500};
     uint64_t vn = SENTINEL;
     OK(tarn_store_write(e, "s", "tok", JSON("\"new\""), &if_absent, &vn));
     CHECK(vn > vp);
@@ -1159,7 +1163,7 @@ static void test_ttl(void)
     }
     /* A rewrite with a longer TTL moves the deadline; a plain write makes it
      * permanent again. */
-    tarn_write_options longer = {0, 5000, 0};
+    tarn_write_options longer = {.ttl_ms = 5000};
     OK(tarn_store_write(e, "s", "tok", JSON("\"longer\""), &longer, NULL));
     OK(tarn_clock_advance(e, 600, NULL)); /* past the first deadline */
     OK(tarn_engine_settle(e, 0));
@@ -1287,7 +1291,7 @@ static void test_capacity(void)
 
     /* Expired documents give their bytes back once swept. */
     OK(tarn_store_remove(e, "c", "k4", NULL, NULL)); /* 20 */
-    tarn_write_options ttl = {0, 10, 0};
+    tarn_write_options ttl = {.ttl_ms = 10};
     OK(tarn_store_write(e, "c", "t", JSON("\"12345678901234567\""), &ttl, NULL)); /* 40 */
     OK(tarn_clock_advance(e, 10, NULL));
     OK(tarn_engine_settle(e, 0));
@@ -1325,7 +1329,7 @@ static void test_closed(void)
     FAILS(TARN_CLOSED, tarn_store_list(e, "b", TARN_LIST_KEYS_ONLY, &b));
     FAILS(TARN_CLOSED, tarn_store_buckets(e, &b));
     FAILS(TARN_CLOSED, tarn_store_write(e, "b", "k", JSON("1"), NULL, &v));
-    tarn_write_options wo = {TARN_WRITE_IF_VERSION, 0, v0};
+    tarn_write_options wo = {.flags = TARN_WRITE_IF_VERSION, .if_version = v0};
     FAILS(TARN_CLOSED, tarn_store_write(e, "b", "k", JSON("1"), &wo, &v));
     FAILS(TARN_CLOSED, tarn_store_patch(e, "b", "k", JSON("[]"), NULL, &v, &b));
     FAILS(TARN_CLOSED, tarn_store_remove(e, "b", "k", NULL, &v));
@@ -1371,7 +1375,7 @@ static void *race(void *arg)
     CHECK(strcmp(tarn_last_error(), "") == 0);
     char json[32];
     snprintf(json, sizeof json, "{\"winner\":%d}", r->index);
-    tarn_write_options o = {TARN_WRITE_FAIL_IF_EXISTS, 0, 0};
+    tarn_write_options o = {.flags = TARN_WRITE_FAIL_IF_EXISTS};
     r->version = SENTINEL;
     pthread_barrier_wait(r->start);
     r->status = tarn_store_write(r->engine, "race", "prize", JSON(json), &o, &r->version);
