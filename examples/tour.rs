@@ -5,7 +5,10 @@
 
 use serde_json::json;
 use std::time::Duration;
-use tarn::{Engine, ErrorKind, PatchOps, PatchOptions, RemoveOptions, WriteOptions};
+use tarn::{
+    ChangeMeta, Engine, ErrorKind, ListenOptions, Overflow, PatchOps, PatchOptions, RemoveOptions,
+    WriteOptions,
+};
 
 fn chapter(title: &str) {
     println!("\n== {title} ==");
@@ -209,6 +212,152 @@ fn main() -> Result<(), tarn::Error> {
             .collect::<Vec<_>>(),
         store.last_version()?
     );
+
+    chapter("event bus: listeners, change events, signals");
+    let everything = engine
+        .bus()
+        .subscribe("*", "*", &ListenOptions::default())?;
+    let users = engine.bus().subscribe(
+        "users",
+        "*",
+        &ListenOptions {
+            send_values: true,
+            ..Default::default()
+        },
+    )?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let _callback = engine
+        .bus()
+        .listen("users", "ada", &ListenOptions::default(), move |d| {
+            // Runs on an engine worker, never under a lock.
+            let _ = tx.send(format!(
+                "{} {}/{} v{}",
+                d.kind().as_str(),
+                d.bucket(),
+                d.key(),
+                d.version()
+            ));
+        })?;
+    let meta = ChangeMeta {
+        request_id: Some("req-42".into()),
+        ..Default::default()
+    };
+    store.write(
+        "users",
+        "ada",
+        &json!({"name": "Ada", "online": true}),
+        &WriteOptions {
+            meta,
+            ..Default::default()
+        },
+    )?;
+    store.write(
+        "orders",
+        "o1",
+        &json!({"total": 12}),
+        &WriteOptions::default(),
+    )?;
+    engine
+        .bus()
+        .signal("chat", "room1", Some(br#"{"text":"hello"}"#))?;
+    engine.settle()?;
+    println!("callback saw: {}", rx.recv().unwrap_or_default());
+    while let Some(d) = users.try_next()? {
+        println!(
+            "users/* (with values): {} {} v{} request {:?} value {}",
+            d.kind().as_str(),
+            d.key(),
+            d.version(),
+            d.request_id(),
+            d.value().unwrap_or("-")
+        );
+    }
+    while let Some(d) = everything.try_next()? {
+        println!("*/* : {} {}/{}", d.kind().as_str(), d.bucket(), d.key());
+    }
+
+    chapter("watch from a version, and a bounded queue");
+    let since = store.last_version()?;
+    store.write(
+        "users",
+        "grace",
+        &json!({"name": "Grace"}),
+        &WriteOptions::default(),
+    )?;
+    let replay = engine.bus().subscribe(
+        "users",
+        "*",
+        &ListenOptions {
+            from_version: Some(since),
+            ..Default::default()
+        },
+    )?;
+    println!(
+        "a listener starting after version {since} first gets: {:?}",
+        replay.try_next()?.map(|d| d.key().to_string())
+    );
+    let small = engine.bus().subscribe(
+        "burst",
+        "*",
+        &ListenOptions {
+            capacity: 2,
+            overflow: Overflow::Drop,
+            ..Default::default()
+        },
+    )?;
+    for i in 0..5 {
+        store.write(
+            "burst",
+            &format!("k{i}"),
+            &json!(i),
+            &WriteOptions::default(),
+        )?;
+    }
+    println!(
+        "capacity 2, 5 writes: {} dropped and counted",
+        small.missed()
+    );
+
+    chapter("sessions and presence");
+    let presence = engine.bus().subscribe(
+        tarn::SESSIONS_BUCKET,
+        "*",
+        &ListenOptions {
+            send_values: true,
+            ..Default::default()
+        },
+    )?;
+    let alice = engine.open_session("alice", Some(Duration::from_secs(10)))?;
+    let mine = WriteOptions {
+        expire_session: true,
+        meta: ChangeMeta {
+            session: Some(alice.id()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    store.write("presence", "alice", &json!({"status": "here"}), &mine)?;
+    println!(
+        "session {} wrote presence/alice (expires with the session)",
+        alice.id()
+    );
+    engine.clock().advance(Duration::from_secs(10))?;
+    engine.settle()?;
+    println!(
+        "10 s without keepalive: session closed = {}; presence/alice now: {}",
+        alice.is_closed(),
+        store
+            .read("presence", "alice")
+            .map(|_| "still there")
+            .unwrap_or("removed")
+    );
+    while let Some(d) = presence.try_next()? {
+        println!(
+            "$sessions: {} {}",
+            d.kind().as_str(),
+            d.value().unwrap_or("")
+        );
+    }
 
     chapter("close");
     engine.close();
