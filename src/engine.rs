@@ -226,6 +226,7 @@ impl Engine {
     /// Every later operation fails with `Closed`. Harmless twice.
     pub fn close(&self) {
         self.rt.close();
+        self.bus.inner.close();
     }
 
     /// Whether [`Engine::close`] has been called.

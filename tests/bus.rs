@@ -741,7 +741,14 @@ fn bad_listener_input_is_refused() {
     l.close();
     assert_eq!(l.try_next().unwrap_err().kind(), ErrorKind::Closed);
     assert_eq!(bus.listener_count(), 0);
+    let open = bus.subscribe("b", "*", &ListenOptions::default()).unwrap();
     e.close();
+    assert_eq!(
+        open.try_next().unwrap_err().kind(),
+        ErrorKind::Closed,
+        "closing the engine closes its listeners"
+    );
+    assert_eq!(bus.listener_count(), 0);
     assert_eq!(
         bus.subscribe("b", "*", &ListenOptions::default())
             .unwrap_err()

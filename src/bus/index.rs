@@ -85,6 +85,16 @@ impl Index {
         out.extend(self.global.iter().cloned());
     }
 
+    /// Moves every listener out.
+    pub(crate) fn drain_into(self, out: &mut Vec<Arc<Core>>) {
+        for keys in self.exact.into_values() {
+            out.extend(keys.into_values().flatten());
+        }
+        out.extend(self.by_bucket.into_values().flatten());
+        out.extend(self.by_key.into_values().flatten());
+        out.extend(self.global);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -211,6 +211,17 @@ impl BusInner {
         Ok(())
     }
 
+    /// Closes every listener (the engine is closing): pull listeners then report
+    /// `Closed`, and callbacks that hold the engine no longer keep it alive.
+    pub(crate) fn close(&self) {
+        let all = std::mem::take(&mut *self.index.write());
+        let mut cores = Vec::new();
+        all.drain_into(&mut cores);
+        for c in cores {
+            c.close();
+        }
+    }
+
     pub(crate) fn listener_count(&self) -> usize {
         self.index.read().len()
     }
