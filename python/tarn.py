@@ -57,11 +57,18 @@ __all__ = [
     "NotSupported",
     "Closed",
     "Panic",
+    "TooOld",
     "Engine",
     "Store",
     "Clock",
+    "Bus",
+    "Session",
+    "Listener",
+    "ListenerStats",
+    "Event",
     "Document",
     "Patched",
+    "SESSIONS_BUCKET",
     "version",
     "abi_version",
     "status_name",
@@ -73,13 +80,26 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 
 #: The C ABI version this module was written against (``TARN_ABI_VERSION``).
-TARN_ABI_VERSION = 1
+TARN_ABI_VERSION = 2
 ABI_VERSION = TARN_ABI_VERSION
 
+#: ``tarn_listen_options.flags``: deliver document and signal values.
+TARN_LISTEN_SEND_VALUES = 1
+#: ``tarn_listen_options.flags``: skip changes made by the listener's own session.
+TARN_LISTEN_IGNORE_OWN = 2
+#: ``tarn_listen_options.flags``: at the bound, block the publisher (up to
+#: ``block_timeout_ms``) instead of dropping and counting.
+TARN_LISTEN_BLOCK = 4
+#: ``tarn_listen_options.flags``: first deliver every retained change after
+#: ``from_version`` (TARN_TOO_OLD if the change log no longer has them).
+TARN_LISTEN_FROM_VERSION = 8
 #: ``tarn_write_options.flags``: fail with TARN_EXISTS if the key holds a live document.
 TARN_WRITE_FAIL_IF_EXISTS = 1
 #: ``tarn_write_options.flags``: write only if the current version is ``if_version``.
 TARN_WRITE_IF_VERSION = 2
+#: ``tarn_write_options.flags``: remove the document when the writing session
+#: (``meta.session``, required) closes.
+TARN_WRITE_EXPIRE_SESSION = 4
 #: ``tarn_patch_options.flags``: do not return the patched document.
 TARN_PATCH_REMOVE_DATA_FROM_REPLY = 1
 #: ``tarn_patch_options.flags``: patch only if the current version is ``if_version``.
@@ -88,6 +108,10 @@ TARN_PATCH_IF_VERSION = 2
 TARN_REMOVE_IF_VERSION = 1
 #: ``tarn_store_list`` flags: list keys only.
 TARN_LIST_KEYS_ONLY = 1
+#: Longest client id of a session, in bytes (``MAX_CLIENT_ID_BYTES``).
+MAX_CLIENT_ID_BYTES = 256
+#: The system bucket where sessions opening and closing are published.
+SESSIONS_BUCKET = "$sessions"
 
 
 class Status(enum.IntEnum):
@@ -110,6 +134,7 @@ class Status(enum.IntEnum):
     NOT_SUPPORTED = 14
     CLOSED = 15
     PANIC = 16
+    TOO_OLD = 17
 
 
 OK = TARN_OK = Status.OK
@@ -129,6 +154,7 @@ TIMEOUT = TARN_TIMEOUT = Status.TIMEOUT
 NOT_SUPPORTED = TARN_NOT_SUPPORTED = Status.NOT_SUPPORTED
 CLOSED = TARN_CLOSED = Status.CLOSED
 PANIC = TARN_PANIC = Status.PANIC
+TOO_OLD = TARN_TOO_OLD = Status.TOO_OLD
 
 #: ``tarn_status_ALL``: every status, in order.
 tarn_status_ALL = STATUS_ALL = tuple(Status)
@@ -170,6 +196,20 @@ class tarn_doc_info(ctypes.Structure):
     ]
 
 
+class tarn_change_meta(ctypes.Structure):
+    """``struct tarn_change_meta``: who makes a change and why (all zero: nothing).
+
+    ``request_id`` is NUL-terminated UTF-8; ``user_data`` is JSON text of
+    ``user_data_len`` bytes. Both are borrowed for the call only."""
+
+    _fields_ = [
+        ("session", ctypes.c_uint64),
+        ("request_id", ctypes.c_char_p),
+        ("user_data", ctypes.c_char_p),  # const uint8_t * (with user_data_len)
+        ("user_data_len", ctypes.c_size_t),
+    ]
+
+
 class tarn_write_options(ctypes.Structure):
     """``struct tarn_write_options``."""
 
@@ -177,6 +217,7 @@ class tarn_write_options(ctypes.Structure):
         ("flags", ctypes.c_uint32),
         ("ttl_ms", ctypes.c_uint64),
         ("if_version", ctypes.c_uint64),
+        ("meta", tarn_change_meta),
     ]
 
 
@@ -186,6 +227,7 @@ class tarn_patch_options(ctypes.Structure):
     _fields_ = [
         ("flags", ctypes.c_uint32),
         ("if_version", ctypes.c_uint64),
+        ("meta", tarn_change_meta),
     ]
 
 
@@ -195,7 +237,35 @@ class tarn_remove_options(ctypes.Structure):
     _fields_ = [
         ("flags", ctypes.c_uint32),
         ("if_version", ctypes.c_uint64),
+        ("meta", tarn_change_meta),
     ]
+
+
+class tarn_listen_options(ctypes.Structure):
+    """``struct tarn_listen_options``."""
+
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("capacity", ctypes.c_size_t),
+        ("block_timeout_ms", ctypes.c_uint64),
+        ("from_version", ctypes.c_uint64),
+    ]
+
+
+class tarn_listener_stats(ctypes.Structure):
+    """``struct tarn_listener_stats``: a listener's counters."""
+
+    _fields_ = [
+        ("delivered", ctypes.c_uint64),
+        ("missed", ctypes.c_uint64),
+        ("panics", ctypes.c_uint64),
+    ]
+
+
+#: ``tarn_event_fn``: ``void (*)(const uint8_t *event, size_t len, void *user_data)``.
+tarn_event_fn = ctypes.CFUNCTYPE(
+    None, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t, ctypes.c_void_p
+)
 
 
 _status_t = ctypes.c_int  # enum tarn_status
@@ -222,6 +292,7 @@ _SIGNATURES = {
     "tarn_engine_builder_max_bucket_bytes": (_status_t, [_builder_p, _size]),
     "tarn_engine_builder_max_key_bytes": (_status_t, [_builder_p, _size]),
     "tarn_engine_builder_max_document_bytes": (_status_t, [_builder_p, _size]),
+    "tarn_engine_builder_change_log_capacity": (_status_t, [_builder_p, _size]),
     "tarn_engine_builder_store_capacity_bytes": (_status_t, [_builder_p, _size]),
     "tarn_engine_builder_build": (_status_t, [_builder_p, ctypes.POINTER(_engine_p)]),
     "tarn_engine_new": (_status_t, [ctypes.POINTER(_engine_p)]),
@@ -270,6 +341,35 @@ _SIGNATURES = {
         [_engine_p, _name_t, _name_t, ctypes.POINTER(tarn_remove_options), _u64_p],
     ),
     "tarn_store_last_version": (_status_t, [_engine_p, _u64_p]),
+    "tarn_session_open": (_status_t, [_engine_p, _name_t, _u64, _u64_p]),
+    "tarn_session_keepalive": (_status_t, [_engine_p, _u64]),
+    "tarn_session_is_open": (_status_t, [_engine_p, _u64, ctypes.POINTER(ctypes.c_bool)]),
+    "tarn_session_close": (_status_t, [_engine_p, _u64]),
+    "tarn_bus_listen": (
+        _status_t,
+        [
+            _engine_p,
+            _u64,
+            _name_t,
+            _name_t,
+            ctypes.POINTER(tarn_listen_options),
+            tarn_event_fn,
+            ctypes.c_void_p,
+            _u64_p,
+        ],
+    ),
+    "tarn_bus_subscribe": (
+        _status_t,
+        [_engine_p, _u64, _name_t, _name_t, ctypes.POINTER(tarn_listen_options), _u64_p],
+    ),
+    "tarn_listener_next": (_status_t, [_engine_p, _u64, _u64, _buf_p]),
+    "tarn_listener_fd": (_status_t, [_engine_p, _u64, ctypes.POINTER(ctypes.c_int32)]),
+    "tarn_listener_get_stats": (
+        _status_t,
+        [_engine_p, _u64, ctypes.POINTER(tarn_listener_stats)],
+    ),
+    "tarn_listener_free": (_status_t, [_engine_p, _u64]),
+    "tarn_bus_signal": (_status_t, [_engine_p, _u64, _name_t, _name_t, _bytes_t, _size]),
 }
 
 # ---------------------------------------------------------------------------------------
@@ -504,6 +604,13 @@ class Panic(Error):
     STATUS = Status.PANIC
 
 
+class TooOld(Error):
+    """TARN_TOO_OLD: a listener asked to start from a version older than the change log
+    keeps."""
+
+    STATUS = Status.TOO_OLD
+
+
 _ERRORS = {
     cls.STATUS: cls
     for cls in (
@@ -523,6 +630,7 @@ _ERRORS = {
         NotSupported,
         Closed,
         Panic,
+        TooOld,
     )
 }
 

@@ -108,7 +108,8 @@ impl EngineBuilder {
     }
 
     /// How many store changes the bus keeps for listeners that start from a version
-    /// (default 4096; 0 keeps none). Older starting points get `TooOld`.
+    /// (default 4096; 0 keeps none; also at most 64 MiB of their documents). Older
+    /// starting points get `TooOld`.
     pub fn change_log_capacity(mut self, n: usize) -> EngineBuilder {
         self.change_log = n;
         self

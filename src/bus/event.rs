@@ -83,6 +83,16 @@ pub struct Event {
     pub(crate) ops: Option<Arc<Body>>,
 }
 
+impl Event {
+    /// Bytes of document, operations and user data this event keeps alive.
+    pub(crate) fn held_bytes(&self) -> usize {
+        [&self.value, &self.ops, &self.user_data]
+            .iter()
+            .map(|b| b.as_ref().map_or(0, |b| b.bytes().len()))
+            .sum()
+    }
+}
+
 /// An event as one listener receives it.
 #[derive(Debug, Clone)]
 pub struct Delivery {

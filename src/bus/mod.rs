@@ -36,11 +36,37 @@ use std::time::Duration;
 /// The system bucket where sessions opening and closing are published.
 pub const SESSIONS_BUCKET: &str = "$sessions";
 
+/// Most bytes of values the change log holds (events keep their documents alive, so
+/// the log is bounded in bytes as well as in events).
+pub const CHANGE_LOG_BYTES: usize = 64 << 20;
+
 struct ChangeLog {
     events: VecDeque<Arc<Event>>,
     capacity: usize,
+    /// Bytes of values, operations and user data held by `events`.
+    bytes: usize,
     /// The newest version dropped from the log (0: none yet).
     evicted_up_to: u64,
+}
+
+impl ChangeLog {
+    fn push(&mut self, e: Arc<Event>) {
+        if self.capacity == 0 {
+            self.evicted_up_to = e.version;
+            return;
+        }
+        self.bytes += e.held_bytes();
+        self.events.push_back(e);
+        while self.events.len() > self.capacity
+            || (self.bytes > CHANGE_LOG_BYTES && self.events.len() > 1)
+        {
+            let Some(old) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= old.held_bytes();
+            self.evicted_up_to = self.evicted_up_to.max(old.version);
+        }
+    }
 }
 
 pub(crate) struct BusInner {
@@ -71,6 +97,7 @@ impl BusInner {
             log: Mutex::new(ChangeLog {
                 events: VecDeque::with_capacity(log_capacity.min(4096)),
                 capacity: log_capacity,
+                bytes: 0,
                 evicted_up_to: 0,
             }),
             next_id: AtomicU64::new(1),
@@ -84,15 +111,8 @@ impl BusInner {
         let mut targets = Vec::new();
         {
             let mut log = self.log.lock();
-            if event.kind.is_change() && log.capacity > 0 {
-                if log.events.len() >= log.capacity {
-                    if let Some(old) = log.events.pop_front() {
-                        log.evicted_up_to = log.evicted_up_to.max(old.version);
-                    }
-                }
-                log.events.push_back(event.clone());
-            } else if event.kind.is_change() {
-                log.evicted_up_to = event.version;
+            if event.kind.is_change() {
+                log.push(event.clone());
             }
             let index = self.index.read();
             if index.len() > 0 {
