@@ -40,6 +40,9 @@ pub const SESSIONS_BUCKET: &str = "$sessions";
 /// the log is bounded in bytes as well as in events).
 pub const CHANGE_LOG_BYTES: usize = 64 << 20;
 
+/// A listener pattern: bucket and key, `None` for `*`.
+type Pattern = (Option<Arc<str>>, Option<Arc<str>>);
+
 struct ChangeLog {
     events: VecDeque<Arc<Event>>,
     capacity: usize,
@@ -130,11 +133,7 @@ impl BusInner {
         }
     }
 
-    fn check_pattern(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<(Option<Arc<str>>, Option<Arc<str>>)> {
+    fn check_pattern(&self, bucket: &str, key: &str) -> Result<Pattern> {
         let b = match bucket {
             "*" => None,
             SESSIONS_BUCKET => Some(Arc::from(bucket)),
