@@ -111,24 +111,20 @@ impl BusInner {
     /// listener. Call it in per-key commit order.
     pub(crate) fn publish(&self, event: Event) {
         let event = Arc::new(event);
-        let mut targets = Vec::new();
-        {
+        let targets = if event.kind.is_change() {
             let mut log = self.log.lock();
-            if event.kind.is_change() {
-                log.push(event.clone());
-            }
-            let index = self.index.read();
-            if index.len() > 0 {
-                index.matching(&event, &mut targets);
-            }
-        }
-        if targets.is_empty() {
-            return;
-        }
-        let may_block = !self.rt.on_engine_thread();
-        for l in targets {
+            log.push(event.clone());
+            self.index.read().matching(&event)
+        } else {
+            // Signals and session events are not logged (no replay), so they need only
+            // the index.
+            self.index.read().matching(&event)
+        };
+        let mut may_block = None;
+        for l in targets.iter().flatten().flat_map(|list| list.iter()) {
             if l.wants(&event) {
-                l.offer(&event, may_block);
+                let b = *may_block.get_or_insert_with(|| !self.rt.on_engine_thread());
+                l.offer(&event, b);
             }
         }
     }
@@ -183,11 +179,8 @@ impl BusInner {
             }
             let mut probe = Index::default();
             probe.insert(core.clone());
-            let mut hit = Vec::new();
             for e in log.events.iter().filter(|e| e.version > from) {
-                hit.clear();
-                probe.matching(e, &mut hit);
-                if !hit.is_empty() && core.wants(e) {
+                if probe.matching(e).iter().any(Option::is_some) && core.wants(e) {
                     core.offer(e, false);
                 }
             }
