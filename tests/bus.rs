@@ -725,6 +725,18 @@ fn bad_listener_input_is_refused() {
             .kind(),
         ErrorKind::InvalidArgument
     );
+    let ghost = WriteOptions {
+        meta: ChangeMeta {
+            session: Some(999),
+            ..Default::default()
+        },
+        ..w()
+    };
+    assert_eq!(
+        e.store().write("b", "k", &json!(1), &ghost).unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "changes name open sessions only"
+    );
     let no_session = WriteOptions {
         expire_session: true,
         ..w()

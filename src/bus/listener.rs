@@ -9,7 +9,11 @@
 //! event is dropped and counted: a consumer that never drains cannot hang a writer),
 //! and never on an engine thread (a callback publishing into a full queue that only
 //! engine threads drain would wait for itself): there it drops and counts. The next
-//! event delivered after drops carries how many were missed.
+//! event delivered after drops carries how many were missed. A `Block` publisher waits
+//! holding its shard's publish order, so writers of other keys that share that shard
+//! wait with it (still at most `block_timeout`); readers never wait.
+//!
+//! Closing a listener (or its session, or the engine) discards the events still queued.
 //!
 //! Invariants: the queue holds events in the order they were offered; at most one
 //! drain job per callback listener is queued or running (`draining`); the notify pipe
@@ -47,7 +51,8 @@ pub type Callback = Arc<dyn Fn(&Delivery) + Send + Sync + 'static>;
 pub struct ListenOptions {
     /// Deliver document values (and signal values) with the events.
     pub send_values: bool,
-    /// Do not deliver changes made by the listener's own session.
+    /// Do not deliver events caused by the listener's own session: its changes, its
+    /// signals and its own presence events.
     pub ignore_own: bool,
     /// Queue bound (at least 1; default 1024).
     pub capacity: usize,

@@ -372,6 +372,11 @@ impl StoreInner {
     }
 
     fn meta(&self, m: &ChangeMeta) -> Result<Meta> {
+        if let Some(id) = m.session {
+            // A change is attributed only to a session that is open: otherwise anyone
+            // could make another session's `ignore_own` listeners skip a change.
+            self.sessions.get(id)?;
+        }
         let user_data = match &m.user_data {
             Some(v) => {
                 let bytes = serde_json::to_vec(v)
