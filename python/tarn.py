@@ -1,4 +1,5 @@
-"""tarn: Python bindings (ctypes) for the tarn embedded JSON document store.
+"""tarn: Python bindings (ctypes) for tarn: an embedded JSON document store and event
+bus with sessions (C ABI version 2).
 
 Typical use::
 
@@ -9,6 +10,19 @@ Typical use::
         doc = eng.store.read("users", "alice")
         assert doc.value == {"age": 30} and doc.version == v
         eng.store.patch("users", "alice", [{"op": "replace", "path": "/age", "value": 31}])
+
+        # Pull events (or wait on l.fd() with select/poll), or get them by callback.
+        with eng.bus.subscribe("users", "*", send_values=True) as l:
+            eng.store.write("users", "bob", {"age": 40}, request_id="r1")
+            ev = l.next(timeout_ms=1000)          # a tarn.Event, or None
+            assert (ev.kind, ev.key, ev.value) == ("write", "bob", {"age": 40})
+        cb = eng.bus.listen("*", "*", lambda ev: print(ev.kind, ev.bucket, ev.key))
+
+        # Sessions own listeners and session-expiring keys; presence is on "$sessions".
+        with eng.open_session("client-1", lease_ms=30_000) as s:
+            eng.store.write("presence", "client-1", {"here": True}, session=s,
+                            expire_session=True)
+        # closing s removed presence/client-1 (a "session_expire" event)
 
 The module wraps the C ABI declared in ``include/tarn.h``:
 
@@ -21,6 +35,10 @@ The module wraps the C ABI declared in ``include/tarn.h``:
   releases the GIL during each C call, and the library is thread-safe). Freeing it waits
   for calls still running on other threads, and every call after the free raises
   :class:`Closed` without touching the released handle.
+- listeners and sessions are u64 ids held by the engine; the wrapper keeps each
+  :class:`Listener` (and its ctypes callback) alive until it is closed or the engine
+  is freed, and no exception raised by a callback ever reaches C (it is counted on the
+  listener). Callbacks run on engine worker threads (ctypes takes the GIL for them).
 
 The library is found through the ``TARN_LIB`` environment variable (a path), else by
 searching upward from this file's directory for ``target/release/libtarn.so`` and
@@ -28,6 +46,7 @@ searching upward from this file's directory for ``target/release/libtarn.so`` an
 ``ctypes.util.find_library("tarn")``.
 """
 
+import collections
 import ctypes
 import ctypes.util
 import enum
@@ -787,11 +806,18 @@ class Engine:
         queue_capacity: bound of the worker pool's queue (>= 1).
         max_bucket_bytes, max_key_bytes, max_document_bytes: size bounds (>= 1).
         store_capacity_bytes: total bytes of keys and documents the store may hold.
+        change_log_capacity: how many store changes the bus keeps for listeners that
+            start from a version (``from_version``); 0 keeps none.
 
     Bad settings raise :class:`InvalidArgument`. The engine is a context manager; on
     exit it is freed (closed first). :meth:`close` stops its threads (later calls raise
-    :class:`Closed`); :meth:`free` releases it (also done on garbage collection). All
-    methods may be called from many threads at once.
+    :class:`Closed`); :meth:`free` releases it (also done on garbage collection), with
+    every listener and session it still holds. All methods may be called from many
+    threads at once.
+
+    The engine keeps every :class:`Listener` and :class:`Session` it made until they
+    are closed (or the engine is freed): dropping the Python object does not stop a
+    listener, and its callback stays alive as long as the C listener may call it.
     """
 
     _handle = None  # class default, so __del__ works on a half-built instance
@@ -805,11 +831,18 @@ class Engine:
         max_key_bytes=None,
         max_document_bytes=None,
         store_capacity_bytes=None,
+        change_log_capacity=None,
     ):
         self._cond = threading.Condition(threading.Lock())
         self._inflight = 0
         self._closed = False
         self._manual = manual_clock is not None
+        # Listeners and sessions by id (guarded by _cond's lock), and callback states
+        # whose listener was freed from inside its own callback (kept until the engine
+        # is freed: that callback may still be running).
+        self._listeners = {}
+        self._sessions = {}
+        self._parked = []
         settings = [
             (_lib.tarn_engine_builder_manual_clock, manual_clock, "manual_clock", _U64_MAX, 0),
             (_lib.tarn_engine_builder_workers, workers, "workers", _U32_MAX, 0),
@@ -818,6 +851,7 @@ class Engine:
             (_lib.tarn_engine_builder_max_key_bytes, max_key_bytes, "max_key_bytes", _SIZE_MAX, 0),
             (_lib.tarn_engine_builder_max_document_bytes, max_document_bytes, "max_document_bytes", _SIZE_MAX, 0),
             (_lib.tarn_engine_builder_store_capacity_bytes, store_capacity_bytes, "store_capacity_bytes", _SIZE_MAX, 0),
+            (_lib.tarn_engine_builder_change_log_capacity, change_log_capacity, "change_log_capacity", _SIZE_MAX, 0),
         ]
         # Convert every argument before creating anything in C.
         calls = [(f, _uint(v, what, hi, lo)) for f, v, what, hi, lo in settings if v is not None]
@@ -871,6 +905,67 @@ class Engine:
         return Clock(self)
 
     @property
+    def bus(self):
+        """The event bus (:class:`Bus`): listeners and signals."""
+        return Bus(self)
+
+    def open_session(self, client_id, lease_ms=None):
+        """Opens a session (one client of the engine) and returns a :class:`Session`.
+
+        Args:
+            client_id: 1..=256 bytes of UTF-8 without control characters (str or bytes).
+            lease_ms: with a lease (>= 1), the session is closed when not kept alive
+                (:meth:`Session.keepalive`) within that many ms of the engine clock;
+                None: no lease.
+
+        Publishes a ``session_open`` event on the bucket ``"$sessions"``.
+        """
+        cid = _name(client_id, "client_id")
+        lease = 0 if lease_ms is None else _uint(lease_ms, "lease_ms", _U64_MAX, minimum=1)
+        out = _u64(0)
+        self._call(_lib.tarn_session_open, cid, lease, ctypes.byref(out))
+        session = Session(self, out.value, cid.decode("utf-8", "surrogateescape"), lease_ms)
+        with self._cond:
+            if self._handle is not None:
+                self._sessions[session.id] = session
+        return session
+
+    def listeners(self):
+        """The listeners made through this object and not closed yet (a list)."""
+        with self._cond:
+            return list(self._listeners.values())
+
+    def sessions(self):
+        """The sessions opened through this object and not closed yet (a list; a
+        session closed by its lease stays here until :meth:`Session.close`)."""
+        with self._cond:
+            return list(self._sessions.values())
+
+    def _register_listener(self, listener):
+        with self._cond:
+            if self._handle is None:
+                return False
+            self._listeners[listener.id] = listener
+            return True
+
+    def _forget_listener(self, listener):
+        with self._cond:
+            self._listeners.pop(listener.id, None)
+            state = listener._state
+            if state is not None and (
+                self._handle is None or state.running == threading.get_ident()
+            ):
+                # Freed from inside its own callback, which is still running, or not
+                # freed in C at all because the engine is being freed (its callbacks may
+                # run until tarn_engine_free returns): keep the ctypes callback alive
+                # until the engine is freed.
+                self._parked.append(state)
+
+    def _forget_session(self, session):
+        with self._cond:
+            self._sessions.pop(session.id, None)
+
+    @property
     def closed(self):
         """Whether :meth:`close` or :meth:`free` has been called on this object."""
         return self._closed or self._handle is None
@@ -902,14 +997,37 @@ class Engine:
             self._handle = None  # from here on, new calls raise Closed
             self._closed = True
             busy = self._inflight > 0
+            listeners = list(self._listeners)
         if busy:
             # Calls on other threads are still running: closing is allowed concurrently
-            # and makes them finish (with TARN_CLOSED) instead of running on.
+            # and makes them finish (with TARN_CLOSED) instead of running on. Freeing
+            # the listeners wakes threads waiting in Listener.next() and publishers
+            # blocked on a full listener.
             _lib.tarn_engine_close(handle)
+            for lid in listeners:
+                _lib.tarn_listener_free(handle, lid)
             with cond:
                 while self._inflight > 0:
                     cond.wait()
+        # The C engine releases its listeners and sessions itself; after this no
+        # callback runs, so the ctypes callbacks may go.
         _lib.tarn_engine_free(handle)
+        with cond:
+            listeners = list(self._listeners.values())
+            sessions = list(self._sessions.values())
+            parked = self._parked
+            self._listeners = {}
+            self._sessions = {}
+            self._parked = []
+        for l in listeners:
+            l._closed = True
+        for se in sessions:
+            se._closed = True
+        if getattr(_tls, "callback_depth", 0):
+            # Freed from inside a callback (of this or another engine): that callback is
+            # still running on this thread, so its ctypes callback must outlive it.
+            _PARKED.extend(l._state for l in listeners if l._state is not None)
+            _PARKED.extend(parked)
 
     def __enter__(self):
         return self
@@ -943,7 +1061,20 @@ class Store:
     def __init__(self, engine):
         self._engine = engine
 
-    def write(self, bucket, key, value, *, fail_if_exists=False, ttl_ms=None, if_version=None):
+    def write(
+        self,
+        bucket,
+        key,
+        value,
+        *,
+        fail_if_exists=False,
+        ttl_ms=None,
+        if_version=None,
+        session=None,
+        request_id=None,
+        user_data=None,
+        expire_session=False,
+    ):
         """Writes ``value`` (any JSON-serializable object, serialized compactly) and
         returns the new version.
 
@@ -953,23 +1084,80 @@ class Store:
                 A write without a TTL makes the document permanent again.
             if_version: write only if the current version is this (0: only if absent),
                 else :class:`VersionConflict`.
+            session: the :class:`Session` (or its id) making the change; listeners see
+                it in ``Event.session`` (and ``ignore_own`` listeners of that session
+                skip it).
+            request_id: a str passed through to listeners (``Event.request_id``).
+            user_data: any JSON-serializable object passed through to listeners
+                (``Event.user_data``); None: none.
+            expire_session: remove the document when ``session`` (required) closes. The
+                key belongs to the session that last wrote it with ``expire_session``;
+                a write without it makes the document permanent again.
         """
-        return self._write(bucket, key, _dumps(value), fail_if_exists, ttl_ms, if_version)
+        return self._write(
+            bucket,
+            key,
+            _dumps(value),
+            fail_if_exists,
+            ttl_ms,
+            if_version,
+            session,
+            request_id,
+            user_data,
+            expire_session,
+        )
 
-    def write_json(self, bucket, key, json_text, *, fail_if_exists=False, ttl_ms=None, if_version=None):
+    def write_json(
+        self,
+        bucket,
+        key,
+        json_text,
+        *,
+        fail_if_exists=False,
+        ttl_ms=None,
+        if_version=None,
+        session=None,
+        request_id=None,
+        user_data=None,
+        expire_session=False,
+    ):
         """Like :meth:`write`, but ``json_text`` (bytes or str) is passed to the library
         as is: it is validated and stored byte for byte (:class:`InvalidJson` if it is
         not one JSON value)."""
         return self._write(
-            bucket, key, _json_text(json_text, "json_text"), fail_if_exists, ttl_ms, if_version
+            bucket,
+            key,
+            _json_text(json_text, "json_text"),
+            fail_if_exists,
+            ttl_ms,
+            if_version,
+            session,
+            request_id,
+            user_data,
+            expire_session,
         )
 
-    def _write(self, bucket, key, data, fail_if_exists, ttl_ms, if_version):
+    def _write(
+        self,
+        bucket,
+        key,
+        data,
+        fail_if_exists,
+        ttl_ms,
+        if_version,
+        session,
+        request_id,
+        user_data,
+        expire_session,
+    ):
         b = _name(bucket, "bucket")
         k = _name(key, "key")
         opts = tarn_write_options()
+        _fill_meta(opts.meta, self._engine, session, request_id, user_data)
         if fail_if_exists:
             opts.flags |= TARN_WRITE_FAIL_IF_EXISTS
+        if expire_session:
+            opts.flags |= TARN_WRITE_EXPIRE_SESSION
         if ttl_ms is not None:
             # The C struct reads 0 as "no TTL"; like the Rust API, refuse a zero TTL.
             opts.ttl_ms = _uint(ttl_ms, "ttl_ms", _U64_MAX, minimum=1)
@@ -1041,7 +1229,18 @@ class Store:
             _free(buf)
         return json.loads(data)
 
-    def patch(self, bucket, key, ops, *, if_version=None, remove_data_from_reply=False):
+    def patch(
+        self,
+        bucket,
+        key,
+        ops,
+        *,
+        if_version=None,
+        remove_data_from_reply=False,
+        session=None,
+        request_id=None,
+        user_data=None,
+    ):
         """Applies an RFC 6902 patch, all operations or none, and returns a
         :class:`Patched`. ``ops`` is a list of operations (serialized with json.dumps)
         or raw JSON text (bytes or str, passed as is). A patch keeps the document's TTL.
@@ -1051,6 +1250,8 @@ class Store:
                 :class:`VersionConflict`.
             remove_data_from_reply: do not return the patched document
                 (``Patched.json`` and ``.value`` are None).
+            session, request_id, user_data: passed through to listeners, as for
+                :meth:`write`. A patch keeps the document's owning session.
 
         A failing patch (:class:`NotFound`, :class:`InvalidPatch`,
         :class:`PatchPathNotFound`, :class:`PatchTestFailed`,
@@ -1063,6 +1264,7 @@ class Store:
         else:
             data = _dumps(ops)
         opts = tarn_patch_options()
+        _fill_meta(opts.meta, self._engine, session, request_id, user_data)
         if remove_data_from_reply:
             opts.flags |= TARN_PATCH_REMOVE_DATA_FROM_REPLY
         if if_version is not None:
@@ -1088,12 +1290,15 @@ class Store:
             _free(buf)
         return Patched(out.value, doc)
 
-    def remove(self, bucket, key, *, if_version=None):
+    def remove(self, bucket, key, *, if_version=None, session=None, request_id=None, user_data=None):
         """Removes a document and returns the removal's version; :class:`NotFound` if
-        absent, :class:`VersionConflict` if ``if_version`` does not match."""
+        absent, :class:`VersionConflict` if ``if_version`` does not match.
+        ``session``, ``request_id`` and ``user_data`` are passed through to listeners, as
+        for :meth:`write`."""
         b = _name(bucket, "bucket")
         k = _name(key, "key")
         opts = tarn_remove_options()
+        _fill_meta(opts.meta, self._engine, session, request_id, user_data)
         if if_version is not None:
             opts.flags |= TARN_REMOVE_IF_VERSION
             opts.if_version = _uint(if_version, "if_version", _U64_MAX)
@@ -1139,3 +1344,483 @@ class Clock:
         out = _u64(0)
         self._engine._call(_lib.tarn_clock_advance, ms, ctypes.byref(out))
         return out.value
+
+
+# ---------------------------------------------------------------------------------------
+# Change metadata, sessions, the event bus.
+# ---------------------------------------------------------------------------------------
+
+#: Per-thread state: how deep this thread is inside tarn callbacks.
+_tls = threading.local()
+#: Callback states that must never be released: their listener (or engine) was freed
+#: from inside one of their calls. Rare; a few bytes each.
+_PARKED = []
+
+
+def _session_id(session, engine):
+    """The C session id of ``session``: None (0: no session), a :class:`Session` of this
+    engine, or an int id."""
+    if session is None:
+        return 0
+    if isinstance(session, Session):
+        if session._engine is not engine:
+            raise InvalidArgument("the session belongs to another engine")
+        return session.id
+    return _uint(session, "session", _U64_MAX)
+
+
+def _fill_meta(meta, engine, session, request_id, user_data):
+    """Fills a ``tarn_change_meta`` (ctypes keeps the assigned bytes alive with the
+    options struct it belongs to)."""
+    meta.session = _session_id(session, engine)
+    if request_id is not None:
+        meta.request_id = _name(request_id, "request_id")
+    if user_data is not None:
+        data = _dumps(user_data)
+        meta.user_data = data
+        meta.user_data_len = len(data)
+
+
+def _listen_options(send_values, ignore_own, capacity, block, block_timeout_ms, from_version):
+    opts = tarn_listen_options()
+    if send_values:
+        opts.flags |= TARN_LISTEN_SEND_VALUES
+    if ignore_own:
+        opts.flags |= TARN_LISTEN_IGNORE_OWN
+    if block:
+        opts.flags |= TARN_LISTEN_BLOCK
+    if capacity is not None:
+        # The C struct reads 0 as "the default"; like the Rust API, refuse a zero bound.
+        opts.capacity = _uint(capacity, "capacity", _SIZE_MAX, minimum=1)
+    if block_timeout_ms is not None:
+        opts.block_timeout_ms = _uint(block_timeout_ms, "block_timeout_ms", _U64_MAX, minimum=1)
+    if from_version is not None:
+        opts.flags |= TARN_LISTEN_FROM_VERSION
+        opts.from_version = _uint(from_version, "from_version", _U64_MAX)
+    return opts
+
+
+class Event:
+    """One event as a listener receives it (parsed from the library's JSON object).
+
+    Attributes:
+        kind: ``"write"``, ``"patch"``, ``"remove"``, ``"expire"``, ``"session_expire"``,
+            ``"signal"``, ``"session_open"`` or ``"session_close"``.
+        bucket, key: where it happened (for presence events: ``"$sessions"`` and the
+            session id as a str).
+        version: the change's store version (0 for signals and session events).
+        timestamp_ms: when it happened, engine-clock ms since the Unix epoch.
+        session: the id of the session that made the change or sent the signal, or None.
+        request_id: the writer's request id (str) or None.
+        user_data: the writer's user data (parsed JSON) or None.
+        value: the document after the change, the signal's value, or for presence
+            events ``{"session": id, "client_id": ...}`` (parsed JSON) — only for
+            listeners with ``send_values``; None otherwise, and for removals.
+        ops: for a patch, the operations applied (parsed JSON list); else None.
+        missed: how many events this listener dropped at its bound just before this one.
+        json: the raw JSON object (bytes), exactly as the library sent it.
+    """
+
+    __slots__ = (
+        "json",
+        "kind",
+        "bucket",
+        "key",
+        "version",
+        "timestamp_ms",
+        "session",
+        "request_id",
+        "user_data",
+        "value",
+        "ops",
+        "missed",
+    )
+
+    def __init__(self, json_bytes):
+        self.json = bytes(json_bytes)
+        d = json.loads(self.json)
+        self.kind = d["kind"]
+        self.bucket = d["bucket"]
+        self.key = d["key"]
+        self.version = d["version"]
+        self.timestamp_ms = d["timestamp_ms"]
+        self.session = d.get("session")
+        self.request_id = d.get("request_id")
+        self.user_data = d.get("user_data")
+        self.value = d.get("value")
+        self.ops = d.get("ops")
+        self.missed = d.get("missed", 0)
+
+    @property
+    def is_change(self):
+        """Whether this event is a change to the store (it then has a version)."""
+        return self.kind in ("write", "patch", "remove", "expire", "session_expire")
+
+    def __repr__(self):
+        return (
+            f"tarn.Event(kind={self.kind!r}, bucket={self.bucket!r}, key={self.key!r}, "
+            f"version={self.version}, session={self.session}, missed={self.missed})"
+        )
+
+
+ListenerStats = collections.namedtuple("ListenerStats", ["delivered", "missed", "panics"])
+ListenerStats.__doc__ = """A listener's counters (``tarn_listener_get_stats``): events handed to the
+consumer, events dropped at the bound (the lag counter), panics caught in the callback."""
+
+
+class _CallbackState:
+    """What a callback listener's ctypes callback needs; the C listener may call it
+    until it is freed, so it lives (through the engine's table) at least that long."""
+
+    __slots__ = ("callback", "errors", "last_error", "running", "lock", "c_func")
+
+    def __init__(self, callback):
+        self.callback = callback
+        self.errors = 0
+        self.last_error = None
+        self.running = None  # the thread id while a call runs
+        self.lock = threading.Lock()
+        self.c_func = tarn_event_fn(self._call)
+
+    def _call(self, data, length, _user_data):
+        # Runs on an engine worker thread (ctypes takes the GIL). Nothing may escape
+        # into C: every exception is caught and counted.
+        self.running = threading.get_ident()
+        _tls.callback_depth = getattr(_tls, "callback_depth", 0) + 1
+        try:
+            event = Event(ctypes.string_at(data, length))
+            self.callback(event)
+        except BaseException as e:  # noqa: BLE001 - contained by design
+            try:
+                with self.lock:
+                    self.errors += 1
+                    self.last_error = e
+            except BaseException:  # pragma: no cover - nothing else can be done
+                pass
+        finally:
+            _tls.callback_depth -= 1
+            self.running = None
+
+
+class Listener:
+    """A listener (``tarn_bus_listen`` or ``tarn_bus_subscribe``), held by id.
+
+    A pull listener (from :meth:`Bus.subscribe`) is read with :meth:`next` or waited on
+    with :meth:`fd`; a callback listener (from :meth:`Bus.listen`) calls its callback
+    with each :class:`Event` on an engine worker thread, one event at a time. An
+    exception raised by the callback is caught and counted in :attr:`callback_errors`
+    (the latest in :attr:`last_callback_error`); the listener keeps working.
+
+    The listener lives until :meth:`close` (harmless twice; also on leaving a ``with``
+    block) or until its engine is freed. Calls on a closed listener raise
+    :class:`NotFound` (the C id is released); after the engine is freed, :class:`Closed`.
+    A listener of a session that closed raises :class:`Closed` from :meth:`next`.
+    """
+
+    def __init__(self, engine, listener_id, bucket, key, session_id, state):
+        self._engine = engine
+        self.id = listener_id
+        self.bucket = bucket
+        self.key = key
+        self.session = session_id or None
+        self._state = state
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def is_callback(self):
+        """Whether this listener delivers by callback (else it is pulled)."""
+        return self._state is not None
+
+    @property
+    def closed(self):
+        """Whether :meth:`close` was called (or the engine freed)."""
+        return self._closed
+
+    @property
+    def callback_errors(self):
+        """How many times the callback raised (always 0 for a pull listener)."""
+        return 0 if self._state is None else self._state.errors
+
+    @property
+    def last_callback_error(self):
+        """The latest exception the callback raised, or None."""
+        return None if self._state is None else self._state.last_error
+
+    def next(self, timeout_ms=0):
+        """Takes the next event (an :class:`Event`), waiting up to ``timeout_ms`` for one
+        (0 or None: no wait); None when none came. :class:`NotSupported` for a callback
+        listener; :class:`Closed` once its session closed."""
+        t = 0 if timeout_ms is None else _uint(timeout_ms, "timeout_ms", _U64_MAX)
+        buf = tarn_buf()
+        try:
+            try:
+                self._engine._call(_lib.tarn_listener_next, self.id, t, ctypes.byref(buf))
+            except Timeout:
+                return None
+            data = _copy(buf)
+        finally:
+            _free(buf)
+        return Event(data)
+
+    def drain(self):
+        """Every event waiting now (a list; empty if none), without waiting."""
+        out = []
+        while True:
+            e = self.next(0)
+            if e is None:
+                return out
+            out.append(e)
+
+    def fd(self):
+        """A file descriptor that is readable exactly while events wait (for
+        ``select``/``poll``/``selectors``/asyncio ``add_reader``). It belongs to the
+        listener: do not read, write or close it; valid until :meth:`close`.
+        :class:`NotSupported` for a callback listener."""
+        out = ctypes.c_int32(-1)
+        self._engine._call(_lib.tarn_listener_fd, self.id, ctypes.byref(out))
+        return out.value
+
+    def stats(self):
+        """The listener's counters as a :class:`ListenerStats`
+        ``(delivered, missed, panics)``."""
+        st = tarn_listener_stats()
+        self._engine._call(_lib.tarn_listener_get_stats, self.id, ctypes.byref(st))
+        return ListenerStats(st.delivered, st.missed, st.panics)
+
+    def close(self):
+        """Stops the listener and releases its id (``tarn_listener_free``); waits for a
+        running callback to return (unless called from that callback). Harmless twice,
+        and after the engine was freed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._engine._call(_lib.tarn_listener_free, self.id)
+        except (NotFound, Closed):
+            pass  # already released (by the engine, or through the raw id)
+        finally:
+            self._engine._forget_listener(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        how = "callback" if self.is_callback else "pull"
+        state = "closed" if self._closed else "open"
+        return f"<tarn.Listener {self.id} {how} {self.bucket!r}/{self.key!r} {state}>"
+
+
+class Bus:
+    """The event bus of an :class:`Engine` (``eng.bus``).
+
+    Listeners name a bucket and a key, either of which may be ``"*"``; the bucket
+    ``"$sessions"`` carries presence events. Options of :meth:`listen` and
+    :meth:`subscribe`:
+
+        send_values: deliver document (and signal) values in ``Event.value``.
+        ignore_own: skip changes made by the listener's own ``session``.
+        capacity: the queue bound (>= 1; None: 1024).
+        block: at the bound, make the publisher wait for room (at most
+            ``block_timeout_ms``, then drop and count; never on an engine thread)
+            instead of dropping the new event and counting it.
+        block_timeout_ms: with ``block``, the longest a publisher waits (>= 1; None:
+            1000).
+        from_version: first deliver every retained change after this store version
+            (:class:`TooOld` if the change log no longer has them), then live ones.
+        session: a :class:`Session` (or id) owning the listener; it closes with it.
+    """
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine):
+        self._engine = engine
+
+    def _register(self, bucket, key, callback, session, opts):
+        eng = self._engine
+        b = _name(bucket, "bucket")
+        k = _name(key, "key")
+        sid = _session_id(session, eng)
+        out = _u64(0)
+        if callback is None:
+            state = None
+            eng._call(_lib.tarn_bus_subscribe, sid, b, k, ctypes.byref(opts), ctypes.byref(out))
+        else:
+            # Made before the C call and held by the listener (in the engine's table):
+            # the C listener may call it as soon as it exists.
+            state = _CallbackState(callback)
+            eng._call(
+                _lib.tarn_bus_listen,
+                sid,
+                b,
+                k,
+                ctypes.byref(opts),
+                state.c_func,
+                None,
+                ctypes.byref(out),
+            )
+        listener = Listener(
+            eng,
+            out.value,
+            b.decode("utf-8", "surrogateescape"),
+            k.decode("utf-8", "surrogateescape"),
+            sid,
+            state,
+        )
+        if not eng._register_listener(listener):  # pragma: no cover - freed meanwhile
+            listener._closed = True
+            if state is not None:
+                _PARKED.append(state)
+        return listener
+
+    def listen(
+        self,
+        bucket,
+        key,
+        callback,
+        *,
+        send_values=False,
+        ignore_own=False,
+        capacity=None,
+        block=False,
+        block_timeout_ms=None,
+        from_version=None,
+        session=None,
+    ):
+        """Listens on ``bucket``/``key`` and calls ``callback(event)`` with each
+        :class:`Event`, on an engine worker thread, one event at a time per listener. The
+        callback may call the engine (but not :meth:`Engine.settle`) and should not block
+        for long. Returns the :class:`Listener`. Options: see :class:`Bus`."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        opts = _listen_options(send_values, ignore_own, capacity, block, block_timeout_ms, from_version)
+        return self._register(bucket, key, callback, session, opts)
+
+    def subscribe(
+        self,
+        bucket,
+        key,
+        *,
+        send_values=False,
+        ignore_own=False,
+        capacity=None,
+        block=False,
+        block_timeout_ms=None,
+        from_version=None,
+        session=None,
+    ):
+        """Listens on ``bucket``/``key`` for pulling (:meth:`Listener.next`,
+        :meth:`Listener.fd`). Returns the :class:`Listener`. Options: see :class:`Bus`."""
+        opts = _listen_options(send_values, ignore_own, capacity, block, block_timeout_ms, from_version)
+        return self._register(bucket, key, None, session, opts)
+
+    def signal(self, bucket, key, value=None, session=None):
+        """Sends a signal event to every matching listener; it is never stored.
+        ``value`` is any JSON-serializable object, or None for no value (use
+        :meth:`signal_json` to send JSON ``null`` or raw text)."""
+        data = None if value is None else _dumps(value)
+        self._signal(bucket, key, data, session)
+
+    def signal_json(self, bucket, key, json_text, session=None):
+        """Like :meth:`signal`, with the value as raw JSON text (bytes or str), validated
+        by the library (:class:`InvalidJson`)."""
+        self._signal(bucket, key, _json_text(json_text, "json_text"), session)
+
+    def _signal(self, bucket, key, data, session):
+        b = _name(bucket, "bucket")
+        k = _name(key, "key")
+        sid = _session_id(session, self._engine)
+        n = 0 if data is None else len(data)
+        self._engine._call(_lib.tarn_bus_signal, sid, b, k, data, n)
+
+
+class Session:
+    """A session (one client of the engine), made by :meth:`Engine.open_session` and
+    held by id.
+
+    Attributes: ``id`` (int, never 0), ``client_id`` (str), ``lease_ms`` (None: no
+    lease).
+
+    Closing it (:meth:`close`, leaving a ``with`` block, or its lease running out)
+    stops its listeners, removes the keys it owns (written with ``expire_session``;
+    each removal is a ``session_expire`` event) and publishes ``session_close`` on
+    ``"$sessions"``. After :meth:`close` the id is released: passing it to any call
+    raises :class:`NotFound`.
+    """
+
+    def __init__(self, engine, session_id, client_id, lease_ms):
+        self._engine = engine
+        self.id = session_id
+        self.client_id = client_id
+        self.lease_ms = lease_ms
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def closed(self):
+        """Whether :meth:`close` was called (or the engine freed). A session closed by
+        its lease is not ``closed`` here until :meth:`close`; see :meth:`is_open`."""
+        return self._closed
+
+    def keepalive(self):
+        """Keeps a leased session alive for another lease from now. :class:`Closed` if
+        its lease already ran out; :class:`NotFound` after :meth:`close`."""
+        self._engine._call(_lib.tarn_session_keepalive, self.id)
+
+    def is_open(self):
+        """Whether the session is still open: False once closed by its lease or by
+        :meth:`close`."""
+        if self._closed:
+            return False
+        out = ctypes.c_bool(False)
+        try:
+            self._engine._call(_lib.tarn_session_is_open, self.id, ctypes.byref(out))
+        except NotFound:
+            return False  # closed through its raw id
+        return bool(out.value)
+
+    def close(self):
+        """Closes the session (see the class docs). Harmless twice, after its lease ran
+        out, and after the engine was freed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._engine._call(_lib.tarn_session_close, self.id)
+        except (NotFound, Closed):
+            pass  # already released (through the raw id), or the engine is gone
+        finally:
+            self._engine._forget_session(self)
+
+    def listen(self, bucket, key, callback, **options):
+        """:meth:`Bus.listen` as this session (the listener closes with it)."""
+        return self._engine.bus.listen(bucket, key, callback, session=self, **options)
+
+    def subscribe(self, bucket, key, **options):
+        """:meth:`Bus.subscribe` as this session (the listener closes with it)."""
+        return self._engine.bus.subscribe(bucket, key, session=self, **options)
+
+    def signal(self, bucket, key, value=None):
+        """:meth:`Bus.signal` as this session."""
+        self._engine.bus.signal(bucket, key, value, session=self)
+
+    def signal_json(self, bucket, key, json_text):
+        """:meth:`Bus.signal_json` as this session."""
+        self._engine.bus.signal_json(bucket, key, json_text, session=self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        state = "closed" if self._closed else "open"
+        return f"<tarn.Session {self.id} client_id={self.client_id!r} {state}>"

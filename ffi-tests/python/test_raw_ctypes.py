@@ -9,7 +9,9 @@ Standard library only (unittest). Exits non-zero when a check fails or no test r
 """
 
 import ctypes
+import json
 import os
+import queue
 import re
 import sys
 import threading
@@ -19,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # Constants from include/tarn.h.
-TARN_ABI_VERSION = 1
+TARN_ABI_VERSION = 2
 TARN_OK = 0
 TARN_NOT_FOUND = 1
 TARN_EXISTS = 2
@@ -28,10 +30,18 @@ TARN_NULL_ARGUMENT = 4
 TARN_INVALID_UTF8 = 5
 TARN_INVALID_JSON = 6
 TARN_VERSION_CONFLICT = 10
+TARN_TOO_LARGE = 11
+TARN_TIMEOUT = 13
 TARN_NOT_SUPPORTED = 14
 TARN_CLOSED = 15
+TARN_TOO_OLD = 17
 TARN_WRITE_FAIL_IF_EXISTS = 1
 TARN_WRITE_IF_VERSION = 2
+TARN_WRITE_EXPIRE_SESSION = 4
+TARN_LISTEN_SEND_VALUES = 1
+TARN_LISTEN_IGNORE_OWN = 2
+TARN_LISTEN_BLOCK = 4
+TARN_LISTEN_FROM_VERSION = 8
 TARN_PATCH_REMOVE_DATA_FROM_REPLY = 1
 TARN_REMOVE_IF_VERSION = 1
 TARN_LIST_KEYS_ONLY = 1
@@ -53,6 +63,7 @@ STATUS_NAMES = [
     "TARN_NOT_SUPPORTED",
     "TARN_CLOSED",
     "TARN_PANIC",
+    "TARN_TOO_OLD",
 ]
 
 SENTINEL = 0xDEADBEEFCAFEF00D
@@ -74,20 +85,51 @@ class DocInfo(ctypes.Structure):
     ]
 
 
+class ChangeMeta(ctypes.Structure):
+    _fields_ = [
+        ("session", ctypes.c_uint64),
+        ("request_id", ctypes.c_char_p),
+        ("user_data", ctypes.c_void_p),
+        ("user_data_len", ctypes.c_size_t),
+    ]
+
+
 class WriteOptions(ctypes.Structure):
     _fields_ = [
         ("flags", ctypes.c_uint32),
         ("ttl_ms", ctypes.c_uint64),
         ("if_version", ctypes.c_uint64),
+        ("meta", ChangeMeta),
     ]
 
 
 class PatchOptions(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint32), ("if_version", ctypes.c_uint64)]
+    _fields_ = [("flags", ctypes.c_uint32), ("if_version", ctypes.c_uint64), ("meta", ChangeMeta)]
 
 
 class RemoveOptions(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint32), ("if_version", ctypes.c_uint64)]
+    _fields_ = [("flags", ctypes.c_uint32), ("if_version", ctypes.c_uint64), ("meta", ChangeMeta)]
+
+
+class ListenOptions(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("capacity", ctypes.c_size_t),
+        ("block_timeout_ms", ctypes.c_uint64),
+        ("from_version", ctypes.c_uint64),
+    ]
+
+
+class ListenerStats(ctypes.Structure):
+    _fields_ = [
+        ("delivered", ctypes.c_uint64),
+        ("missed", ctypes.c_uint64),
+        ("panics", ctypes.c_uint64),
+    ]
+
+
+# void (*tarn_event_fn)(const uint8_t *event, size_t len, void *user_data)
+EventFn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 
 
 def load():
@@ -132,6 +174,21 @@ def load():
         ),
         "tarn_store_remove": (st, [vp, s, s, ctypes.POINTER(RemoveOptions), u64p]),
         "tarn_store_last_version": (st, [vp, u64p]),
+        "tarn_engine_builder_change_log_capacity": (st, [vp, ctypes.c_size_t]),
+        "tarn_session_open": (st, [vp, s, ctypes.c_uint64, u64p]),
+        "tarn_session_keepalive": (st, [vp, ctypes.c_uint64]),
+        "tarn_session_is_open": (st, [vp, ctypes.c_uint64, ctypes.POINTER(ctypes.c_bool)]),
+        "tarn_session_close": (st, [vp, ctypes.c_uint64]),
+        "tarn_bus_listen": (
+            st,
+            [vp, ctypes.c_uint64, s, s, ctypes.POINTER(ListenOptions), EventFn, ctypes.c_void_p, u64p],
+        ),
+        "tarn_bus_subscribe": (st, [vp, ctypes.c_uint64, s, s, ctypes.POINTER(ListenOptions), u64p]),
+        "tarn_listener_next": (st, [vp, ctypes.c_uint64, ctypes.c_uint64, bufp]),
+        "tarn_listener_fd": (st, [vp, ctypes.c_uint64, ctypes.POINTER(ctypes.c_int32)]),
+        "tarn_listener_get_stats": (st, [vp, ctypes.c_uint64, ctypes.POINTER(ListenerStats)]),
+        "tarn_listener_free": (st, [vp, ctypes.c_uint64]),
+        "tarn_bus_signal": (st, [vp, ctypes.c_uint64, s, s, ctypes.c_char_p, ctypes.c_size_t]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -162,12 +219,16 @@ def is_sentinel_buf(buf):
 
 
 class RawCase(unittest.TestCase):
-    def new_engine(self, manual_clock=1000):
+    def new_engine(self, manual_clock=1000, change_log_capacity=None):
         b = lib.tarn_engine_builder_new()
         self.assertTrue(b)
         try:
             if manual_clock is not None:
                 self.assertEqual(lib.tarn_engine_builder_manual_clock(b, manual_clock), TARN_OK)
+            if change_log_capacity is not None:
+                self.assertEqual(
+                    lib.tarn_engine_builder_change_log_capacity(b, change_log_capacity), TARN_OK
+                )
             self.assertEqual(lib.tarn_engine_builder_workers(b, 2), TARN_OK)
             eng = ctypes.c_void_p()
             self.assertEqual(lib.tarn_engine_builder_build(b, ctypes.byref(eng)), TARN_OK)
@@ -186,7 +247,9 @@ class RawCase(unittest.TestCase):
 
     def assertStatus(self, got, want):
         self.assertEqual(
-            got, want, f"got {STATUS_NAMES[got] if 0 <= got < 17 else got}, want {STATUS_NAMES[want]}"
+            got,
+            want,
+            f"got {STATUS_NAMES[got] if 0 <= got < len(STATUS_NAMES) else got}, want {STATUS_NAMES[want]}",
         )
         if want != TARN_OK:
             self.assertTrue(last_error(), "tarn_last_error() is empty after a failure")
@@ -209,7 +272,7 @@ class TestBasics(RawCase):
     def test_status_names(self):
         for value, name in enumerate(STATUS_NAMES):
             self.assertEqual(lib.tarn_status_name(value).decode(), name)
-        for value in (-1, 17, 100, 2**31 - 1, -(2**31)):
+        for value in (-1, 18, 100, 2**31 - 1, -(2**31)):
             self.assertEqual(lib.tarn_status_name(value).decode(), "TARN_UNKNOWN_STATUS")
 
     def test_engine_new_default(self):
@@ -307,7 +370,7 @@ class TestBuffers(RawCase):
         lib.tarn_buf_free(ctypes.byref(buf))
         # REMOVE_DATA_FROM_REPLY: out_doc is set empty (a zeroed buffer).
         ops = b'[{"op":"add","path":"/c","value":3}]'
-        opts = PatchOptions(TARN_PATCH_REMOVE_DATA_FROM_REPLY, 0)
+        opts = PatchOptions(TARN_PATCH_REMOVE_DATA_FROM_REPLY, 0)  # meta: all zero
         buf = sentinel_buf()
         self.assertStatus(lib.tarn_store_patch(eng, b"p", b"k", ops, len(ops), ctypes.byref(opts), None, ctypes.byref(buf)), TARN_OK)
         self.assertEqual((buf.data, buf.len, buf._owner), (None, 0, None))
@@ -539,6 +602,396 @@ class TestLastError(RawCase):
             self.assertEqual(seen[(i, "fresh")], "")
             self.assertIn(f"miss-{i}", seen[(i, "after")])
         self.assertEqual(last_error(), msg)
+
+
+# ---------------------------------------------------------------------------------------
+# ABI 2: layouts, sessions, the event bus, change metadata.
+# ---------------------------------------------------------------------------------------
+
+
+def header_text():
+    with open(os.path.join(ROOT, "include", "tarn.h"), encoding="utf-8") as f:
+        return f.read()
+
+
+class TestAbi2Header(RawCase):
+    def test_constants_match_the_header(self):
+        h = header_text()
+        defines = dict(re.findall(r"#define (TARN_\w+) (\d+)\s*$", h, re.M))
+        statuses = dict(re.findall(r"\b(TARN_\w+) = (\d+),", h))
+        here = {k: v for k, v in globals().items() if k.startswith("TARN_") and isinstance(v, int)}
+        self.assertGreaterEqual(len(here), 20)
+        for name, value in here.items():
+            with self.subTest(name=name):
+                self.assertEqual(int(defines.get(name, statuses.get(name, -1))), value)
+        self.assertEqual(len(statuses), len(STATUS_NAMES))
+        for value, name in enumerate(STATUS_NAMES):
+            self.assertEqual(int(statuses[name]), value)
+
+    def test_struct_sizes_and_offsets(self):
+        p = ctypes.sizeof(ctypes.c_void_p)
+        z = ctypes.sizeof(ctypes.c_size_t)
+        meta = 8 + 2 * p + z
+        self.assertEqual(ctypes.sizeof(ChangeMeta), meta)
+        self.assertEqual(ChangeMeta.user_data_len.offset, 8 + 2 * p)
+        self.assertEqual(ctypes.sizeof(WriteOptions), 24 + meta)
+        self.assertEqual(WriteOptions.meta.offset, 24)
+        self.assertEqual(ctypes.sizeof(PatchOptions), 16 + meta)
+        self.assertEqual(PatchOptions.meta.offset, 16)
+        self.assertEqual(ctypes.sizeof(RemoveOptions), 16 + meta)
+        self.assertEqual(RemoveOptions.meta.offset, 16)
+        self.assertEqual(ctypes.sizeof(ListenOptions), 24 + z)
+        self.assertEqual(ListenOptions.from_version.offset, 16 + z)
+        self.assertEqual(ctypes.sizeof(ListenerStats), 24)
+
+
+class BusCase(RawCase):
+    def subscribe(self, eng, bucket=b"b", key=b"*", opts=None, session=0):
+        out = ctypes.c_uint64(SENTINEL)
+        st = lib.tarn_bus_subscribe(
+            eng, session, bucket, key, ctypes.byref(opts) if opts else None, ctypes.byref(out)
+        )
+        self.assertStatus(st, TARN_OK)
+        self.assertNotEqual(out.value, SENTINEL)
+        return out.value
+
+    def next_event(self, eng, lid, timeout_ms=0):
+        buf = Buf()
+        st = lib.tarn_listener_next(eng, lid, timeout_ms, ctypes.byref(buf))
+        if st == TARN_TIMEOUT:
+            return None
+        self.assertStatus(st, TARN_OK)
+        try:
+            return json.loads(buf_bytes(buf))
+        finally:
+            lib.tarn_buf_free(ctypes.byref(buf))
+
+    def drain(self, eng, lid):
+        out = []
+        while True:
+            e = self.next_event(eng, lid)
+            if e is None:
+                return out
+            out.append(e)
+
+    def open_session(self, eng, client=b"client", lease_ms=0):
+        sid = ctypes.c_uint64(0)
+        self.assertStatus(lib.tarn_session_open(eng, client, lease_ms, ctypes.byref(sid)), TARN_OK)
+        self.assertNotEqual(sid.value, 0)
+        return sid.value
+
+
+class TestRawSessions(BusCase):
+    def test_open_keepalive_close(self):
+        eng = self.new_engine()
+        a = self.open_session(eng, b"a")
+        b = self.open_session(eng, b"b")
+        self.assertNotEqual(a, b)
+        is_open = ctypes.c_bool(False)
+        self.assertStatus(lib.tarn_session_is_open(eng, a, ctypes.byref(is_open)), TARN_OK)
+        self.assertTrue(is_open.value)
+        self.assertStatus(lib.tarn_session_keepalive(eng, a), TARN_OK)  # no lease: fine
+        self.assertStatus(lib.tarn_session_close(eng, a), TARN_OK)
+        self.assertStatus(lib.tarn_session_close(eng, a), TARN_NOT_FOUND)
+        self.assertStatus(lib.tarn_session_keepalive(eng, a), TARN_NOT_FOUND)
+        is_open = ctypes.c_bool(True)
+        self.assertStatus(lib.tarn_session_is_open(eng, a, ctypes.byref(is_open)), TARN_NOT_FOUND)
+        self.assertTrue(is_open.value, "out_open untouched on failure")
+        for sid in (0, 12345, (1 << 64) - 1):
+            self.assertStatus(lib.tarn_session_close(eng, sid), TARN_NOT_FOUND)
+        self.assertStatus(lib.tarn_session_close(eng, b), TARN_OK)
+
+    def test_open_failures_leave_the_output_alone(self):
+        eng = self.new_engine()
+        out = ctypes.c_uint64(SENTINEL)
+        for client, want in [
+            (b"", TARN_INVALID_ARGUMENT),
+            (b"x" * 257, TARN_INVALID_ARGUMENT),
+            (b"a\nb", TARN_INVALID_ARGUMENT),
+            (b"\xff", TARN_INVALID_UTF8),
+            (None, TARN_NULL_ARGUMENT),
+        ]:
+            with self.subTest(client=client):
+                self.assertStatus(lib.tarn_session_open(eng, client, 0, ctypes.byref(out)), want)
+                self.assertEqual(out.value, SENTINEL)
+        self.assertStatus(lib.tarn_session_open(eng, b"ok", 0, None), TARN_NULL_ARGUMENT)
+        self.assertStatus(lib.tarn_session_open(eng, b"x" * 256, 0, ctypes.byref(out)), TARN_OK)
+
+    def test_lease_runs_out_on_the_manual_clock(self):
+        eng = self.new_engine()
+        sid = self.open_session(eng, b"leased", lease_ms=100)
+        now = ctypes.c_uint64(0)
+        self.assertStatus(lib.tarn_clock_advance(eng, 99, ctypes.byref(now)), TARN_OK)
+        self.assertStatus(lib.tarn_engine_settle(eng, 0), TARN_OK)
+        is_open = ctypes.c_bool(False)
+        self.assertStatus(lib.tarn_session_is_open(eng, sid, ctypes.byref(is_open)), TARN_OK)
+        self.assertTrue(is_open.value)
+        self.assertStatus(lib.tarn_clock_advance(eng, 1, ctypes.byref(now)), TARN_OK)
+        self.assertStatus(lib.tarn_engine_settle(eng, 0), TARN_OK)
+        self.assertStatus(lib.tarn_session_is_open(eng, sid, ctypes.byref(is_open)), TARN_OK)
+        self.assertFalse(is_open.value, "closed by its lease, id still known")
+        self.assertStatus(lib.tarn_session_keepalive(eng, sid), TARN_CLOSED)
+        self.assertStatus(lib.tarn_session_close(eng, sid), TARN_OK)
+        self.assertStatus(lib.tarn_session_close(eng, sid), TARN_NOT_FOUND)
+
+    def test_expire_session_write(self):
+        eng = self.new_engine()
+        sid = self.open_session(eng)
+        opts = WriteOptions(TARN_WRITE_EXPIRE_SESSION, 0, 0)
+        self.assertStatus(self.write(eng, b"es", b"k", b"1", opts)[0], TARN_INVALID_ARGUMENT)
+        self.assertIn("session", last_error())
+        opts.meta.session = sid
+        self.assertStatus(self.write(eng, b"es", b"k", b"1", opts)[0], TARN_OK)
+        self.assertStatus(self.write(eng, b"es", b"keep", b"1")[0], TARN_OK)
+        self.assertStatus(lib.tarn_session_close(eng, sid), TARN_OK)
+        self.assertStatus(self.write(eng, b"es", b"k", b"1", opts)[0], TARN_NOT_FOUND)
+        buf = Buf()
+        self.assertStatus(lib.tarn_store_list(eng, b"es", TARN_LIST_KEYS_ONLY, ctypes.byref(buf)), TARN_OK)
+        self.assertEqual(buf_bytes(buf), b'["keep"]')
+        lib.tarn_buf_free(ctypes.byref(buf))
+
+
+class TestRawBus(BusCase):
+    def test_callback_gets_json_and_its_user_data(self):
+        eng = self.new_engine()
+        got = queue.Queue()
+
+        def on_event(data, length, user_data):
+            got.put((ctypes.string_at(data, length), user_data))
+
+        self.callback = EventFn(on_event)  # alive as long as the test (and its engine)
+        tag = ctypes.c_int(7)
+        out = ctypes.c_uint64(0)
+        opts = ListenOptions(TARN_LISTEN_SEND_VALUES, 0, 0, 0)
+        self.assertStatus(
+            lib.tarn_bus_listen(eng, 0, b"cb", b"*", ctypes.byref(opts), self.callback,
+                                ctypes.addressof(tag), ctypes.byref(out)),
+            TARN_OK,
+        )
+        st, v = self.write(eng, b"cb", b"k", b'{"a":1}')
+        self.assertStatus(st, TARN_OK)
+        raw, user_data = got.get(timeout=10)
+        self.assertEqual(user_data, ctypes.addressof(tag))
+        e = json.loads(raw)
+        self.assertEqual(
+            list(e),
+            ["kind", "bucket", "key", "version", "timestamp_ms", "session", "request_id",
+             "user_data", "value", "ops", "missed"],
+        )
+        self.assertEqual(
+            e,
+            {"kind": "write", "bucket": "cb", "key": "k", "version": v, "timestamp_ms": 1000,
+             "session": None, "request_id": None, "user_data": None, "value": {"a": 1},
+             "ops": None, "missed": 0},
+        )
+        self.assertStatus(lib.tarn_engine_settle(eng, 0), TARN_OK)
+        self.assertStatus(lib.tarn_listener_next(eng, out.value, 0, ctypes.byref(Buf())), TARN_NOT_SUPPORTED)
+        fd = ctypes.c_int32(-7)
+        self.assertStatus(lib.tarn_listener_fd(eng, out.value, ctypes.byref(fd)), TARN_NOT_SUPPORTED)
+        self.assertEqual(fd.value, -7)
+        stats = ListenerStats()
+        self.assertStatus(lib.tarn_listener_get_stats(eng, out.value, ctypes.byref(stats)), TARN_OK)
+        self.assertEqual((stats.delivered, stats.missed, stats.panics), (1, 0, 0))
+        self.assertStatus(lib.tarn_listener_free(eng, out.value), TARN_OK)
+        self.assertStatus(lib.tarn_listener_free(eng, out.value), TARN_NOT_FOUND)
+
+    def test_null_callback_and_bad_options(self):
+        eng = self.new_engine()
+        out = ctypes.c_uint64(SENTINEL)
+        self.assertStatus(
+            lib.tarn_bus_listen(eng, 0, b"b", b"*", None, EventFn(), None, ctypes.byref(out)),
+            TARN_NULL_ARGUMENT,
+        )
+        self.assertIn("callback", last_error())
+        self.assertEqual(out.value, SENTINEL)
+        bad = ListenOptions(0x10, 0, 0, 0)
+        self.assertStatus(lib.tarn_bus_subscribe(eng, 0, b"b", b"*", ctypes.byref(bad), ctypes.byref(out)),
+                          TARN_INVALID_ARGUMENT)
+        self.assertIn("flag", last_error())
+        self.assertStatus(lib.tarn_bus_subscribe(eng, 0, b"$x", b"*", None, ctypes.byref(out)),
+                          TARN_INVALID_ARGUMENT)
+        self.assertStatus(lib.tarn_bus_subscribe(eng, 0, b"b", b"\xff", None, ctypes.byref(out)),
+                          TARN_INVALID_UTF8)
+        self.assertStatus(lib.tarn_bus_subscribe(eng, 99, b"b", b"*", None, ctypes.byref(out)),
+                          TARN_NOT_FOUND)
+        self.assertEqual(out.value, SENTINEL)
+
+    def test_pull_next_fd_stats_free(self):
+        eng = self.new_engine()
+        lid = self.subscribe(eng, b"p", b"*")
+        buf = sentinel_buf()
+        self.assertStatus(lib.tarn_listener_next(eng, lid, 0, ctypes.byref(buf)), TARN_TIMEOUT)
+        self.assertTrue(is_sentinel_buf(buf), "out_event untouched on TARN_TIMEOUT")
+        self.assertStatus(lib.tarn_listener_next(eng, lid, 1, ctypes.byref(buf)), TARN_TIMEOUT)
+        self.assertTrue(is_sentinel_buf(buf))
+        self.assertStatus(lib.tarn_listener_next(eng, lid, 0, None), TARN_NULL_ARGUMENT)
+        fd = ctypes.c_int32(-1)
+        self.assertStatus(lib.tarn_listener_fd(eng, lid, ctypes.byref(fd)), TARN_OK)
+        self.assertGreaterEqual(fd.value, 0)
+        st, v = self.write(eng, b"p", b"k", b"[1]")
+        self.assertStatus(st, TARN_OK)
+        e = self.next_event(eng, lid)
+        self.assertEqual((e["kind"], e["version"], e["value"]), ("write", v, None))
+        stats = ListenerStats()
+        self.assertStatus(lib.tarn_listener_get_stats(eng, lid, ctypes.byref(stats)), TARN_OK)
+        self.assertEqual((stats.delivered, stats.missed, stats.panics), (1, 0, 0))
+        self.assertStatus(lib.tarn_listener_get_stats(eng, lid, None), TARN_NULL_ARGUMENT)
+        self.assertStatus(lib.tarn_listener_fd(eng, lid, None), TARN_NULL_ARGUMENT)
+        self.assertStatus(lib.tarn_listener_free(eng, lid), TARN_OK)
+        # A freed id: NOT_FOUND everywhere, outputs untouched.
+        stats = ListenerStats(SENTINEL, SENTINEL, SENTINEL)
+        fd = ctypes.c_int32(-7)
+        buf = sentinel_buf()
+        self.assertStatus(lib.tarn_listener_next(eng, lid, 0, ctypes.byref(buf)), TARN_NOT_FOUND)
+        self.assertStatus(lib.tarn_listener_fd(eng, lid, ctypes.byref(fd)), TARN_NOT_FOUND)
+        self.assertStatus(lib.tarn_listener_get_stats(eng, lid, ctypes.byref(stats)), TARN_NOT_FOUND)
+        self.assertStatus(lib.tarn_listener_free(eng, lid), TARN_NOT_FOUND)
+        self.assertTrue(is_sentinel_buf(buf))
+        self.assertEqual(fd.value, -7)
+        self.assertEqual((stats.delivered, stats.missed, stats.panics), (SENTINEL,) * 3)
+
+    def test_zero_capacity_means_1024(self):
+        eng = self.new_engine()
+        lid = self.subscribe(eng, b"cap", b"k", ListenOptions(0, 0, 0, 0))
+        for i in range(1030):
+            self.assertStatus(self.write(eng, b"cap", b"k", b"1")[0], TARN_OK)
+        stats = ListenerStats()
+        self.assertStatus(lib.tarn_listener_get_stats(eng, lid, ctypes.byref(stats)), TARN_OK)
+        self.assertEqual(stats.missed, 6)
+        self.assertEqual(len(self.drain(eng, lid)), 1024)
+
+    def test_from_version_and_too_old(self):
+        eng = self.new_engine(change_log_capacity=3)
+        versions = [self.write(eng, b"fv", f"k{i}".encode(), b"1")[1] for i in range(6)]
+        out = ctypes.c_uint64(SENTINEL)
+        opts = ListenOptions(TARN_LISTEN_FROM_VERSION, 0, 0, versions[1])
+        self.assertStatus(lib.tarn_bus_subscribe(eng, 0, b"fv", b"*", ctypes.byref(opts), ctypes.byref(out)),
+                          TARN_TOO_OLD)
+        self.assertIn("too old", last_error())
+        self.assertEqual(out.value, SENTINEL)
+        opts.from_version = versions[2]
+        lid = self.subscribe(eng, b"fv", b"*", opts)
+        self.assertEqual([e["version"] for e in self.drain(eng, lid)], versions[3:])
+        # Without the flag, from_version is ignored.
+        lid2 = self.subscribe(eng, b"fv", b"*", ListenOptions(0, 0, 0, 1))
+        self.assertEqual(self.drain(eng, lid2), [])
+
+    def test_signals(self):
+        eng = self.new_engine()
+        lid = self.subscribe(eng, b"s", b"*", ListenOptions(TARN_LISTEN_SEND_VALUES, 0, 0, 0))
+        self.assertStatus(lib.tarn_bus_signal(eng, 0, b"s", b"none", None, 0), TARN_OK)
+        self.assertStatus(lib.tarn_bus_signal(eng, 0, b"s", b"prefix", b"[1] garbage", 3), TARN_OK)
+        self.assertStatus(lib.tarn_bus_signal(eng, 0, b"s", b"bad", b"{bad", 4), TARN_INVALID_JSON)
+        self.assertStatus(lib.tarn_bus_signal(eng, 0, None, b"k", None, 0), TARN_NULL_ARGUMENT)
+        self.assertStatus(lib.tarn_bus_signal(eng, 0, b"s", None, None, 0), TARN_NULL_ARGUMENT)
+        self.assertStatus(lib.tarn_bus_signal(eng, 0, b"*", b"k", None, 0), TARN_INVALID_ARGUMENT)
+        self.assertStatus(lib.tarn_bus_signal(eng, 77, b"s", b"k", None, 0), TARN_NOT_FOUND)
+        got = self.drain(eng, lid)
+        self.assertEqual([(e["kind"], e["key"], e["value"], e["version"]) for e in got],
+                         [("signal", "none", None, 0), ("signal", "prefix", [1], 0)])
+        v = ctypes.c_uint64(SENTINEL)
+        self.assertStatus(lib.tarn_store_last_version(eng, ctypes.byref(v)), TARN_OK)
+        self.assertEqual(v.value, 0, "signals are never stored")
+
+    def test_change_meta_pass_through(self):
+        eng = self.new_engine()
+        lid = self.subscribe(eng, b"m", b"*")
+        sid = self.open_session(eng)
+        user = ctypes.create_string_buffer(b'{"u":[1,2]} trailing bytes not passed')
+        opts = WriteOptions(0, 0, 0, ChangeMeta(sid, b"req-7", ctypes.addressof(user), 11))
+        self.assertStatus(self.write(eng, b"m", b"k", b"1", opts)[0], TARN_OK)
+        popts = PatchOptions(0, 0, ChangeMeta(0, b"req-8", None, 0))
+        self.assertStatus(lib.tarn_store_patch(eng, b"m", b"k", b"[]", 2, ctypes.byref(popts), None, None), TARN_OK)
+        # user_data NULL: none, whatever the length says.
+        ropts = RemoveOptions(0, 0, ChangeMeta(0, None, None, 99))
+        self.assertStatus(lib.tarn_store_remove(eng, b"m", b"k", ctypes.byref(ropts), None), TARN_OK)
+        got = self.drain(eng, lid)
+        self.assertEqual(
+            [(e["kind"], e["session"], e["request_id"], e["user_data"]) for e in got],
+            [("write", sid, "req-7", {"u": [1, 2]}), ("patch", None, "req-8", None), ("remove", None, None, None)],
+        )
+        self.assertEqual(got[1]["ops"], [])
+        # Bad metadata: refused before anything changes.
+        bad_json = ctypes.create_string_buffer(b"{bad")
+        for meta, want in [
+            (ChangeMeta(0, None, ctypes.addressof(bad_json), 4), TARN_INVALID_JSON),
+            (ChangeMeta(0, b"\xff", None, 0), TARN_INVALID_UTF8),
+            (ChangeMeta(0, b"r" * 2000, None, 0), TARN_TOO_LARGE),
+        ]:
+            with self.subTest(meta=meta.request_id):
+                st, _ = self.write(eng, b"m", b"k", b"1", WriteOptions(0, 0, 0, meta))
+                self.assertStatus(st, want)
+                self.assertStatus(lib.tarn_store_patch(eng, b"m", b"k", b"[]", 2, ctypes.byref(PatchOptions(0, 0, meta)), None, None),
+                                  TARN_NOT_FOUND if want == TARN_TOO_LARGE else want)
+        self.assertEqual(self.drain(eng, lid), [])
+
+    def test_session_listener_and_ignore_own(self):
+        eng = self.new_engine()
+        sid = self.open_session(eng)
+        lid = self.subscribe(eng, b"o", b"*", ListenOptions(TARN_LISTEN_IGNORE_OWN, 0, 0, 0), session=sid)
+        own = WriteOptions(0, 0, 0, ChangeMeta(sid, None, None, 0))
+        self.assertStatus(self.write(eng, b"o", b"mine", b"1", own)[0], TARN_OK)
+        self.assertStatus(self.write(eng, b"o", b"theirs", b"1")[0], TARN_OK)
+        self.assertEqual([e["key"] for e in self.drain(eng, lid)], ["theirs"])
+        self.assertStatus(lib.tarn_session_close(eng, sid), TARN_OK)
+        self.assertStatus(lib.tarn_listener_next(eng, lid, 0, ctypes.byref(Buf())), TARN_CLOSED)
+        self.assertStatus(lib.tarn_listener_free(eng, lid), TARN_OK)
+
+    def test_null_engine(self):
+        b = ctypes.byref
+        u, buf, fd, stats, flag = ctypes.c_uint64(0), Buf(), ctypes.c_int32(0), ListenerStats(), ctypes.c_bool()
+        cb = EventFn(lambda *a: None)
+        for name, st in [
+            ("session_open", lib.tarn_session_open(None, b"c", 0, b(u))),
+            ("session_keepalive", lib.tarn_session_keepalive(None, 1)),
+            ("session_is_open", lib.tarn_session_is_open(None, 1, b(flag))),
+            ("session_close", lib.tarn_session_close(None, 1)),
+            ("bus_listen", lib.tarn_bus_listen(None, 0, b"b", b"k", None, cb, None, b(u))),
+            ("bus_subscribe", lib.tarn_bus_subscribe(None, 0, b"b", b"k", None, b(u))),
+            ("listener_next", lib.tarn_listener_next(None, 1, 0, b(buf))),
+            ("listener_fd", lib.tarn_listener_fd(None, 1, b(fd))),
+            ("listener_get_stats", lib.tarn_listener_get_stats(None, 1, b(stats))),
+            ("listener_free", lib.tarn_listener_free(None, 1)),
+            ("bus_signal", lib.tarn_bus_signal(None, 0, b"b", b"k", None, 0)),
+            ("builder_change_log_capacity", lib.tarn_engine_builder_change_log_capacity(None, 1)),
+        ]:
+            with self.subTest(fn=name):
+                self.assertStatus(st, TARN_NULL_ARGUMENT)
+                self.assertIn("NULL", last_error())
+
+    def test_null_names_and_outputs(self):
+        eng = self.new_engine()
+        b = ctypes.byref
+        u = ctypes.c_uint64(SENTINEL)
+        cb = EventFn(lambda *a: None)
+        sid = self.open_session(eng)
+        for name, st in [
+            ("listen bucket", lib.tarn_bus_listen(eng, 0, None, b"k", None, cb, None, b(u))),
+            ("listen key", lib.tarn_bus_listen(eng, 0, b"b", None, None, cb, None, b(u))),
+            ("listen out", lib.tarn_bus_listen(eng, 0, b"b", b"k", None, cb, None, None)),
+            ("subscribe bucket", lib.tarn_bus_subscribe(eng, 0, None, b"k", None, b(u))),
+            ("subscribe key", lib.tarn_bus_subscribe(eng, 0, b"b", None, None, b(u))),
+            ("subscribe out", lib.tarn_bus_subscribe(eng, 0, b"b", b"k", None, None)),
+            ("is_open out", lib.tarn_session_is_open(eng, sid, None)),
+        ]:
+            with self.subTest(fn=name):
+                self.assertStatus(st, TARN_NULL_ARGUMENT)
+        self.assertEqual(u.value, SENTINEL)
+
+    def test_closed_engine(self):
+        eng = self.new_engine()
+        lid = self.subscribe(eng)
+        sid = self.open_session(eng)
+        self.assertStatus(lib.tarn_engine_close(eng), TARN_OK)
+        u = ctypes.c_uint64(SENTINEL)
+        self.assertStatus(lib.tarn_bus_subscribe(eng, 0, b"b", b"*", None, ctypes.byref(u)), TARN_CLOSED)
+        self.assertStatus(lib.tarn_session_open(eng, b"c", 0, ctypes.byref(u)), TARN_CLOSED)
+        self.assertStatus(lib.tarn_bus_signal(eng, 0, b"b", b"k", None, 0), TARN_CLOSED)
+        self.assertStatus(lib.tarn_session_keepalive(eng, sid), TARN_CLOSED)
+        self.assertEqual(u.value, SENTINEL)
+        # Ids can still be released after a close (and freeing the engine releases the rest).
+        self.assertStatus(lib.tarn_listener_free(eng, lid), TARN_OK)
+        self.assertStatus(lib.tarn_session_close(eng, sid), TARN_OK)
 
 
 def main():

@@ -54,6 +54,7 @@ ALL_ERROR_CLASSES = {
     tarn.Status.NOT_SUPPORTED: tarn.NotSupported,
     tarn.Status.CLOSED: tarn.Closed,
     tarn.Status.PANIC: tarn.Panic,
+    tarn.Status.TOO_OLD: tarn.TooOld,
 }
 
 
@@ -150,8 +151,10 @@ class TestModule(TarnCase):
     def test_versions(self):
         self.assertRegex(tarn.version(), r"^\d+\.\d+\.\d+")
         self.assertEqual(tarn.__version__, tarn.version())
-        self.assertEqual(tarn.abi_version(), 1)
-        self.assertEqual(tarn.ABI_VERSION, 1)
+        self.assertEqual(tarn.abi_version(), 2)
+        self.assertEqual(tarn.ABI_VERSION, 2)
+        m = re.search(r"#define TARN_ABI_VERSION (\d+)", self.header)
+        self.assertEqual(int(m.group(1)), tarn.ABI_VERSION, "header and wrapper agree")
         self.assertEqual(tarn.TARN_ABI_VERSION, tarn.abi_version())
         with open(os.path.join(ROOT, "Cargo.toml"), encoding="utf-8") as f:
             m = re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.M)
@@ -164,7 +167,22 @@ class TestModule(TarnCase):
 
     def test_every_header_function_is_declared(self):
         funcs = self.header_functions()
-        self.assertGreaterEqual(len(funcs), 30)
+        self.assertGreaterEqual(len(funcs), 41)
+        for name in [
+            "tarn_engine_builder_change_log_capacity",
+            "tarn_session_open",
+            "tarn_session_keepalive",
+            "tarn_session_is_open",
+            "tarn_session_close",
+            "tarn_bus_listen",
+            "tarn_bus_subscribe",
+            "tarn_listener_next",
+            "tarn_listener_fd",
+            "tarn_listener_get_stats",
+            "tarn_listener_free",
+            "tarn_bus_signal",
+        ]:
+            self.assertIn(name, funcs, "an ABI 2 function is missing from the header")
         for name, (ret, nparams) in funcs.items():
             with self.subTest(name=name):
                 self.assertRegex(self.source, r"\b" + name + r"\b")
@@ -181,18 +199,26 @@ class TestModule(TarnCase):
         self.assertEqual(set(tarn._SIGNATURES), set(funcs))
 
     def test_every_define_is_mirrored(self):
-        defines = re.findall(r"#define (TARN_\w+) (\d+)", self.header)
-        self.assertGreaterEqual(len(defines), 7)
+        defines = re.findall(r"#define (\w+) (\d+)\s*$", self.header, re.M)
+        names = [n for n, _ in defines]
+        self.assertGreaterEqual(len(defines), 13)
+        for name in ["TARN_LISTEN_SEND_VALUES", "TARN_LISTEN_IGNORE_OWN", "TARN_LISTEN_BLOCK",
+                     "TARN_LISTEN_FROM_VERSION", "TARN_WRITE_EXPIRE_SESSION", "MAX_CLIENT_ID_BYTES"]:
+            self.assertIn(name, names)
         for name, value in defines:
             with self.subTest(name=name):
                 self.assertEqual(getattr(tarn, name), int(value))
         self.assertIn("tarn_status_ALL", self.header)
-        self.assertEqual(list(tarn.tarn_status_ALL), list(range(17)))
+        m = re.search(r"#define tarn_status_ALL \{([^}]*)\}", self.header)
+        listed = [n.strip() for n in m.group(1).split(",") if n.strip()]
+        self.assertEqual([getattr(tarn, n) for n in listed], list(tarn.tarn_status_ALL))
+        self.assertEqual(list(tarn.tarn_status_ALL), list(range(18)))
 
     def test_every_status_is_mirrored(self):
         values = re.findall(r"\b(TARN_\w+) = (\d+),", self.code)
-        self.assertEqual(len(values), 17)
-        self.assertEqual(len(tarn.Status), 17)
+        self.assertEqual(len(values), 18)
+        self.assertEqual(len(tarn.Status), 18)
+        self.assertIn(("TARN_TOO_OLD", "17"), values)
         for name, value in values:
             with self.subTest(name=name):
                 short = name[len("TARN_"):]
@@ -200,7 +226,8 @@ class TestModule(TarnCase):
                 self.assertEqual(getattr(tarn, short), int(value))
                 self.assertEqual(getattr(tarn, name), int(value))
                 self.assertEqual(tarn.status_name(int(value)), name)
-        self.assertEqual(tarn.status_name(17), "TARN_UNKNOWN_STATUS")
+        self.assertEqual(tarn.status_name(17), "TARN_TOO_OLD")
+        self.assertEqual(tarn.status_name(18), "TARN_UNKNOWN_STATUS")
         self.assertEqual(tarn.status_name(-1), "TARN_UNKNOWN_STATUS")
         self.assertEqual(tarn.status_name(1 << 40), "TARN_UNKNOWN_STATUS")
 
@@ -208,16 +235,88 @@ class TestModule(TarnCase):
         import ctypes
 
         p = ctypes.sizeof(ctypes.c_void_p)
+        z = ctypes.sizeof(ctypes.c_size_t)
         self.assertEqual(ctypes.sizeof(tarn.tarn_buf), 3 * p)
         self.assertEqual(tarn.tarn_buf.len.offset, p)
         self.assertEqual(ctypes.sizeof(tarn.tarn_doc_info), 24)
-        self.assertEqual(ctypes.sizeof(tarn.tarn_write_options), 24)
+        # ABI 2: the change metadata, embedded as `meta` in the three option structs.
+        meta = tarn.tarn_change_meta
+        self.assertEqual(meta.request_id.offset, 8)
+        self.assertEqual(meta.user_data.offset, 8 + p)
+        self.assertEqual(meta.user_data_len.offset, 8 + 2 * p)
+        self.assertEqual(ctypes.sizeof(meta), 8 + 2 * p + z)
+        self.assertEqual(ctypes.alignment(meta), 8)
+        self.assertEqual(ctypes.sizeof(tarn.tarn_write_options), 24 + ctypes.sizeof(meta))
         self.assertEqual(tarn.tarn_write_options.ttl_ms.offset, 8)
         self.assertEqual(tarn.tarn_write_options.if_version.offset, 16)
-        self.assertEqual(ctypes.sizeof(tarn.tarn_patch_options), 16)
-        self.assertEqual(tarn.tarn_patch_options.if_version.offset, 8)
-        self.assertEqual(ctypes.sizeof(tarn.tarn_remove_options), 16)
-        self.assertEqual(tarn.tarn_remove_options.if_version.offset, 8)
+        self.assertEqual(tarn.tarn_write_options.meta.offset, 24)
+        for opts in (tarn.tarn_patch_options, tarn.tarn_remove_options):
+            with self.subTest(opts=opts.__name__):
+                self.assertEqual(ctypes.sizeof(opts), 16 + ctypes.sizeof(meta))
+                self.assertEqual(opts.if_version.offset, 8)
+                self.assertEqual(opts.meta.offset, 16)
+        lo = tarn.tarn_listen_options
+        self.assertEqual((lo.capacity.offset, lo.block_timeout_ms.offset, lo.from_version.offset),
+                         (8, 8 + z, 16 + z))
+        self.assertEqual(ctypes.sizeof(lo), 24 + z)
+        self.assertEqual(ctypes.sizeof(tarn.tarn_listener_stats), 24)
+        self.assertEqual(tarn.tarn_listener_stats.missed.offset, 8)
+        self.assertEqual(tarn.tarn_listener_stats.panics.offset, 16)
+
+    def header_structs(self):
+        """name -> [(C type, field name)] for every struct the header defines."""
+        out = {}
+        for name, body in re.findall(r"typedef struct (tarn_\w+) \{(.*?)\} \1;", self.code, re.S):
+            fields = []
+            for decl in body.split(";"):
+                decl = " ".join(decl.split())
+                if decl:
+                    ctype, field = decl.rsplit(" ", 1)
+                    while field.startswith("*"):
+                        ctype, field = ctype + " *", field[1:]
+                    fields.append((ctype, field))
+            out[name] = fields
+        return out
+
+    def test_structs_match_the_header(self):
+        import ctypes
+
+        structs = self.header_structs()
+        self.assertEqual(
+            set(structs),
+            {"tarn_buf", "tarn_listen_options", "tarn_listener_stats", "tarn_doc_info",
+             "tarn_change_meta", "tarn_write_options", "tarn_patch_options",
+             "tarn_remove_options"},
+        )
+        scalar = {
+            "uint32_t": ctypes.c_uint32,
+            "uint64_t": ctypes.c_uint64,
+            "size_t": ctypes.c_size_t,
+        }
+        for name, fields in structs.items():
+            with self.subTest(struct=name):
+                cls = getattr(tarn, name)
+                self.assertEqual([f for _, f in fields], [f for f, _t in cls._fields_])
+                for (ctype, field), (_f, pytype) in zip(fields, cls._fields_):
+                    if ctype.endswith("*"):
+                        want = ctypes.sizeof(ctypes.c_void_p)
+                    elif ctype.startswith("struct "):
+                        nested = ctype.split()[1]
+                        self.assertIs(pytype, getattr(tarn, nested))
+                        want = ctypes.sizeof(getattr(tarn, nested))
+                    else:
+                        want = ctypes.sizeof(scalar[ctype])
+                    self.assertEqual(ctypes.sizeof(pytype), want, f"{name}.{field}")
+        # The callback type: void (*)(const uint8_t *, size_t, void *).
+        self.assertRegex(
+            self.code,
+            r"typedef void \(\*tarn_event_fn\)\(const uint8_t \*event, size_t len, void \*user_data\);",
+        )
+        self.assertIs(tarn.tarn_event_fn._restype_, None)
+        self.assertEqual(
+            [ctypes.sizeof(t) for t in tarn.tarn_event_fn._argtypes_],
+            [ctypes.sizeof(ctypes.c_void_p), ctypes.sizeof(ctypes.c_size_t), ctypes.sizeof(ctypes.c_void_p)],
+        )
 
     def test_error_classes(self):
         self.assertEqual(set(ALL_ERROR_CLASSES), set(tarn.Status) - {tarn.Status.OK})
@@ -867,6 +966,11 @@ def every_operation(eng):
         ("clock.advance", lambda: c.advance(1)),
         ("last_version", lambda: s.last_version()),
         ("clock.now", lambda: c.now()),
+        ("bus.subscribe", lambda: eng.bus.subscribe("b", "*")),
+        ("bus.listen", lambda: eng.bus.listen("b", "*", lambda e: None)),
+        ("bus.signal", lambda: eng.bus.signal("b", "k", 1)),
+        ("bus.signal_json", lambda: eng.bus.signal_json("b", "k", b"1")),
+        ("open_session", lambda: eng.open_session("client")),
     ]
 
 
@@ -890,9 +994,14 @@ class TestLifecycle(TarnCase):
             max_key_bytes=4,
             max_document_bytes=8,
             store_capacity_bytes=1000,
+            change_log_capacity=2,
         )
         s = eng.store
         self.assertEqual(eng.clock.now(), 5)
+        for i in range(3):
+            s.write("log", "k", i)
+        self.assertTarnError(tarn.TooOld, eng.bus.subscribe, "log", "*", from_version=0)
+        eng.bus.subscribe("log", "*", from_version=1).close()
         s.write("abcd", "wxyz", "123456")  # every bound exactly met
         self.assertTarnError(tarn.TooLarge, s.write, "abcde", "k", 1)
         self.assertTarnError(tarn.TooLarge, s.write, "b", "vwxyz", 1)
@@ -976,6 +1085,7 @@ class TestLifecycle(TarnCase):
             {"manual_clock": -1},
             {"queue_capacity": -1},
             {"store_capacity_bytes": 2**64},
+            {"change_log_capacity": -1},
         ]:
             with self.subTest(**kw):
                 self.assertTarnError(tarn.InvalidArgument, tarn.Engine, **kw)
@@ -983,7 +1093,7 @@ class TestLifecycle(TarnCase):
         self.assertRaises(TypeError, tarn.Engine, workers=2.0)
         self.assertRaises(TypeError, tarn.Engine, manual_clock=True)
         # Bounds that are fine.
-        for kw in [{"workers": 1}, {"workers": 256}, {"store_capacity_bytes": 0}]:
+        for kw in [{"workers": 1}, {"workers": 256}, {"store_capacity_bytes": 0}, {"change_log_capacity": 0}]:
             with self.subTest(**kw):
                 with tarn.Engine(manual_clock=0, **kw) as eng:
                     eng.store.buckets()
@@ -1057,6 +1167,92 @@ class TestLifecycle(TarnCase):
         for o in outcomes:
             self.assertTrue(o <= {"ok", "closed"})
         self.assertTarnError(tarn.Closed, s.buckets)
+
+
+# ---------------------------------------------------------------------------------------
+# ABI 2 store arguments: who makes a change and why (session, request_id, user_data) and
+# session-expiring writes. The events they produce are tested in test_bus.py.
+# ---------------------------------------------------------------------------------------
+
+
+class TestChangeMeta(TarnCase):
+    def test_meta_does_not_change_what_is_stored(self):
+        eng = self.engine()
+        s = eng.store
+        sess = eng.open_session("writer")
+        meta = {"session": sess, "request_id": "r-1", "user_data": {"why": ["test"]}}
+        v1 = s.write("m", "k", {"a": 1}, **meta)
+        self.assertEqual(s.read("m", "k").json, b'{"a":1}')
+        v2 = s.write_json("m", "raw", b' [1, 2] ', **meta)
+        self.assertEqual(s.read("m", "raw").json, b" [1, 2] ")
+        p = s.patch("m", "k", [{"op": "add", "path": "/b", "value": 2}], **meta)
+        self.assertEqual(p.value, {"a": 1, "b": 2})
+        v4 = s.remove("m", "raw", **meta)
+        self.assertEqual([v1, v2, p.version, v4], [1, 2, 3, 4])
+        # An int session id works like the Session object.
+        s.write("m", "k2", 1, session=sess.id, request_id=b"bytes-id", user_data=None)
+        s.patch("m", "k2", [], session=sess.id, remove_data_from_reply=True)
+        s.remove("m", "k2", session=sess.id, if_version=s.read("m", "k2").version)
+        self.assertEqual(s.list("m"), ["k"])
+        self.assertEqual(s.read("m", "k").expires_ms, None)
+
+    def test_expire_session_write(self):
+        eng = self.engine()
+        s = eng.store
+        sess = eng.open_session("owner")
+        s.write("es", "owned", 1, session=sess, expire_session=True, ttl_ms=60_000)
+        s.write_json("es", "owned-json", b"2", session=sess, expire_session=True)
+        s.write("es", "plain", 3, session=sess)
+        s.write("es", "freed", 4, session=sess, expire_session=True)
+        s.write("es", "freed", 5)  # a plain write makes it permanent
+        s.patch("es", "owned-json", [{"op": "replace", "path": "", "value": 6}])  # still owned
+        self.assertEqual(s.read("es", "owned").expires_ms, T0 + 60_000)
+        sess.close()
+        self.assertEqual(s.list("es", keys_only=False), [
+            {"key": "freed", "value": 5},
+            {"key": "plain", "value": 3},
+        ])
+
+    def test_meta_errors_leave_the_store_unchanged(self):
+        eng = self.seeded(max_key_bytes=16, max_document_bytes=64)
+        s = eng.store
+        sess = eng.open_session("s")
+        closed = eng.open_session("closed")
+        closed.close()
+        for name, fn in [("write", s.write), ("write_json", s.write_json)]:
+            value = {"x": 1} if name == "write" else b'{"x":1}'
+            with self.subTest(op=name):
+                e = self.assertFails(eng, tarn.InvalidArgument, fn, "seed", "a", value, expire_session=True)
+                self.assertIn("session", e.message)
+                self.assertFails(eng, tarn.NotFound, fn, "seed", "a", value, session=closed, expire_session=True)
+                self.assertFails(eng, tarn.NotFound, fn, "seed", "a", value, session=99, expire_session=True)
+                self.assertFails(eng, tarn.TooLarge, fn, "seed", "a", value, request_id="r" * 17)
+                self.assertFails(eng, tarn.TooLarge, fn, "seed", "a", value, user_data="u" * 64)
+                self.assertFails(eng, tarn.InvalidArgument, fn, "seed", "a", value, request_id="a\0b")
+                self.assertFails(eng, tarn.InvalidUtf8, fn, "seed", "a", value, request_id=b"\xff")
+                self.assertFails(eng, tarn.InvalidUtf8, fn, "seed", "a", value, request_id="\ud800")
+        ops = [{"op": "add", "path": "/n", "value": 1}]
+        self.assertFails(eng, tarn.TooLarge, s.patch, "seed", "a", ops, session=sess, request_id="r" * 17)
+        self.assertFails(eng, tarn.TooLarge, s.patch, "seed", "a", ops, user_data="u" * 64)
+        self.assertFails(eng, tarn.InvalidUtf8, s.remove, "seed", "a", request_id=b"\xc3")
+        self.assertFails(eng, tarn.TooLarge, s.remove, "seed", "a", request_id="r" * 17)
+        with self.unchanged(eng):
+            self.assertRaises(TypeError, s.write, "seed", "a", 1, request_id=1)
+            self.assertRaises(TypeError, s.write, "seed", "a", 1, user_data=object())
+            self.assertRaises(ValueError, s.remove, "seed", "a", user_data=float("inf"))
+            self.assertRaises(TypeError, s.patch, "seed", "a", [], session=1.0)
+            self.assertRaises(TypeError, s.write, "seed", "a", 1, session=True)
+            self.assertTarnError(tarn.InvalidArgument, s.write, "seed", "a", 1, session=-1)
+            self.assertTarnError(tarn.InvalidArgument, s.write, "seed", "a", 1, session=2**64)
+        # At the bounds: fine.
+        s.write("seed", "a", 1, request_id="r" * 16, user_data="u" * 62)
+
+    def test_session_from_another_engine_is_refused(self):
+        eng = self.seeded()
+        other = self.engine()
+        foreign = other.open_session("foreign")
+        e = self.assertFails(eng, tarn.InvalidArgument, eng.store.write, "seed", "a", 1, session=foreign)
+        self.assertIn("another engine", e.message)
 
 
 # ---------------------------------------------------------------------------------------
