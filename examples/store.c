@@ -50,7 +50,9 @@ static int run(const tarn_engine *engine)
            (const char *)doc.data);
     tarn_buf_free(&doc);
 
-    /* An RFC 6902 patch, applied only if nobody changed the document since our read. */
+    /* An RFC 6902 patch, applied only if nobody changed the document since our read.
+     * Option structs grow at the end between ABI versions: designated initializers
+     * leave every field not named (here `meta`, who makes the change) zero. */
     const char *ops = "[{\"op\": \"add\", \"path\": \"/langs/-\", \"value\": \"C\"}]";
     tarn_patch_options if_unchanged = {.flags = TARN_PATCH_IF_VERSION, .if_version = info.version};
     if (failed("patch", tarn_store_patch(engine, "users", "ada", (const uint8_t *)ops,
@@ -85,6 +87,12 @@ static int run(const tarn_engine *engine)
 
 int main(void)
 {
+    /* A program built against one header must not run with a library of another ABI. */
+    if (tarn_abi_version() != TARN_ABI_VERSION) {
+        fprintf(stderr, "libtarn has C ABI %" PRIu32 ", this program was built for %d\n",
+                tarn_abi_version(), TARN_ABI_VERSION);
+        return 1;
+    }
     tarn_engine *engine = NULL;
     if (failed("tarn_engine_new", tarn_engine_new(&engine))) {
         return 1;

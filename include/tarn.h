@@ -18,6 +18,10 @@
 #include <stdint.h>
 
 
+// Most bytes of values the change log holds (events keep their documents alive, so
+// the log is bounded in bytes as well as in events).
+#define CHANGE_LOG_BYTES (64 << 20)
+
 // The C ABI version. It changes whenever a function, type or constant changes in a way
 // that breaks programs built against an older header. `tarn_abi_version()` returns the
 // library's; compare it with this constant from the header.
@@ -270,7 +274,9 @@ enum tarn_status tarn_listener_next(const struct tarn_engine *engine,
 
 // Writes a file descriptor that is readable exactly while events wait on the pull
 // listener to `*out_fd`, for poll/epoll/libuv. The fd belongs to the listener: do not
-// read, write or close it; it is valid until `tarn_listener_free`.
+// read, write or close it; it is valid until `tarn_listener_free`. When the listener
+// closes (its session or engine closing) the fd becomes readable, and
+// `tarn_listener_next` then gives TARN_CLOSED.
 enum tarn_status tarn_listener_fd(const struct tarn_engine *engine,
                                   uint64_t listener_id,
                                   int32_t *out_fd);

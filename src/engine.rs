@@ -230,6 +230,11 @@ impl Engine {
         self.bus.inner.close();
     }
 
+    /// `Closed` once the engine is closed.
+    pub fn check_open(&self) -> Result<()> {
+        self.rt.check_open()
+    }
+
     /// Whether [`Engine::close`] has been called.
     pub fn is_closed(&self) -> bool {
         self.rt.is_closed()

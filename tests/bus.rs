@@ -514,6 +514,12 @@ fn the_fd_is_readable_exactly_while_events_wait() {
     assert!(readable(30_000));
     writer.join().unwrap();
     assert_eq!(l.try_next().unwrap().unwrap().key(), "c");
+    assert!(!readable(0));
+    // Closing leaves the fd open (it is the listener's until dropped) and readable, so a
+    // poller wakes and learns the listener closed.
+    l.close();
+    assert!(readable(0));
+    assert_eq!(l.try_next().unwrap_err().kind(), ErrorKind::Closed);
 }
 
 #[test]
@@ -733,7 +739,10 @@ fn bad_listener_input_is_refused() {
         ..w()
     };
     assert_eq!(
-        e.store().write("b", "k", &json!(1), &ghost).unwrap_err().kind(),
+        e.store()
+            .write("b", "k", &json!(1), &ghost)
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound,
         "changes name open sessions only"
     );

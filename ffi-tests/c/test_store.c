@@ -9,7 +9,8 @@
  * and run from the repository root under LeakSanitizer. Exit status 0: every check
  * passed. The last line of output is "N passed, M failed".
  *
- * What it covers: every function of the header at least once; every error status the
+ * What it covers: every engine, clock and store function of the header at least once
+ * (the bus and sessions are tested by test_bus.c); every error status the
  * engine and the store can return, with its exact value and a non-empty
  * tarn_last_error(); for each failure, that out-parameters were not written (they are
  * pre-filled with 0xAA bytes or 12345) and that the stored document is byte-identical
@@ -83,6 +84,9 @@ static bool status_at(tarn_status got, tarn_status want, const char *mention,
 #define OK(call) status_at((call), TARN_OK, NULL, __FILE__, __LINE__, #call)
 /* FAILS(status, call): the call returns `status` and sets a non-empty last error. */
 #define FAILS(want, call) status_at((call), (want), NULL, __FILE__, __LINE__, #call)
+/* FAILS_SAYING(status, text, call): the call returns `status` and the last error
+ * contains `text`. */
+#define FAILS_SAYING(want, text, call) status_at((call), (want), (text), __FILE__, __LINE__, #call)
 /* FAILS_NULL(name, call): TARN_NULL_ARGUMENT, and the message names the argument. */
 #define FAILS_NULL(name, call) \
     status_at((call), TARN_NULL_ARGUMENT, (name), __FILE__, __LINE__, #call)
@@ -338,6 +342,7 @@ static void test_builder(void)
     FAILS_NULL("builder", tarn_engine_builder_max_key_bytes(NULL, 8));
     FAILS_NULL("builder", tarn_engine_builder_max_document_bytes(NULL, 8));
     FAILS_NULL("builder", tarn_engine_builder_store_capacity_bytes(NULL, 8));
+    FAILS_NULL("builder", tarn_engine_builder_change_log_capacity(NULL, 8));
     FAILS_NULL("builder", tarn_engine_builder_build(NULL, &e));
     CHECK(e == ENGINE_SENTINEL);
     FAILS_NULL("out_engine", tarn_engine_new(NULL));
@@ -371,6 +376,8 @@ static void test_builder(void)
     CHECK(e == ENGINE_SENTINEL);
     OK(tarn_engine_builder_max_document_bytes(b, 64));
     OK(tarn_engine_builder_manual_clock(b, 42));
+    OK(tarn_engine_builder_change_log_capacity(b, 0)); /* 0 is allowed: keep no changes */
+    OK(tarn_engine_builder_change_log_capacity(b, 16));
 
     /* Building does not consume the builder: two engines from one builder, each with
      * its own store and clock. */
@@ -1301,6 +1308,179 @@ static void test_capacity(void)
     tarn_engine_free(e);
 }
 
+/* tarn_change_meta (ABI 2): the last field of the write, patch and remove options.
+ * A malformed one is refused before anything changes. */
+static void test_change_meta(void)
+{
+    tarn_engine *e = manual_engine(0);
+    if (e == NULL) {
+        return;
+    }
+    const char *doc = "{\"meta\": [\"kept\"]}";
+    uint64_t v0 = SENTINEL;
+    OK(tarn_store_write(e, "m", "k", JSON(doc), NULL, &v0));
+    uint64_t v = SENTINEL;
+    tarn_buf b;
+
+    static const struct {
+        tarn_status want;
+        const char *mention; /* what the message names */
+        tarn_change_meta meta;
+    } bad[] = {
+        {TARN_INVALID_UTF8, "request_id", {.request_id = "\xff\xfe"}},
+        {TARN_INVALID_UTF8, "request_id", {.request_id = "req-\xc3"}},  /* truncated */
+        {TARN_INVALID_UTF8, "request_id", {.request_id = "\xc0\xaf"}},  /* overlong */
+        {TARN_INVALID_JSON, "user_data", {.user_data = (const uint8_t *)"{bad", .user_data_len = 4}},
+        {TARN_INVALID_JSON, "user_data", {.user_data = (const uint8_t *)"", .user_data_len = 0}},
+        {TARN_INVALID_JSON, "user_data", {.user_data = (const uint8_t *)"{} x", .user_data_len = 4}},
+        {TARN_INVALID_JSON, "user_data", {.user_data = (const uint8_t *)"\"\xff\"", .user_data_len = 3}},
+        {TARN_INVALID_JSON, "user_data", {.user_data = (const uint8_t *)"[1,]", .user_data_len = 4}},
+        /* The length counts, not a terminator: "1" followed by a NUL is not JSON. */
+        {TARN_INVALID_JSON, "user_data", {.user_data = (const uint8_t *)"1\0", .user_data_len = 2}},
+        /* A valid request id does not save an invalid user_data, and the reverse. */
+        {TARN_INVALID_JSON, "user_data",
+         {.request_id = "ok", .user_data = (const uint8_t *)"nope", .user_data_len = 4}},
+        {TARN_INVALID_UTF8, "request_id",
+         {.request_id = "\xff", .user_data = (const uint8_t *)"{}", .user_data_len = 2}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tarn_write_options wo = {.meta = bad[i].meta};
+        tarn_patch_options po = {.meta = bad[i].meta};
+        tarn_remove_options ro = {.meta = bad[i].meta};
+        bool all = true;
+        v = SENTINEL;
+        all &= FAILS_SAYING(bad[i].want, bad[i].mention,
+                            tarn_store_write(e, "m", "k", JSON("{\"changed\":1}"), &wo, &v));
+        all &= FAILS_SAYING(bad[i].want, bad[i].mention,
+                            tarn_store_write(e, "m", "new", JSON("1"), &wo, &v));
+        wo.flags = TARN_WRITE_FAIL_IF_EXISTS; /* with other flags too */
+        wo.ttl_ms = 1000;
+        all &= FAILS_SAYING(bad[i].want, bad[i].mention,
+                            tarn_store_write(e, "m", "new", JSON("1"), &wo, &v));
+        POISON(b);
+        all &= FAILS_SAYING(bad[i].want, bad[i].mention,
+                            tarn_store_patch(e, "m", "k", JSON("[]"), &po, &v, &b));
+        all &= CHECK(POISONED(b));
+        all &= FAILS_SAYING(bad[i].want, bad[i].mention, tarn_store_remove(e, "m", "k", &ro, &v));
+        all &= CHECK(v == SENTINEL);
+        if (!all) {
+            fprintf(stdout, "    bad meta #%zu\n", i);
+        }
+    }
+    EXPECT_DOC(e, "m", "k", doc, v0);
+    EXPECT_ABSENT(e, "m", "new");
+    CHECK(last_version(e) == v0);
+
+    /* TARN_WRITE_EXPIRE_SESSION needs the writing session in meta.session. */
+    tarn_write_options no_session = {.flags = TARN_WRITE_EXPIRE_SESSION};
+    FAILS_SAYING(TARN_INVALID_ARGUMENT, "session",
+                 tarn_store_write(e, "m", "k", JSON("{\"changed\":2}"), &no_session, &v));
+    FAILS_SAYING(TARN_INVALID_ARGUMENT, "session",
+                 tarn_store_write(e, "m", "new", JSON("2"), &no_session, &v));
+    no_session.meta.request_id = "req"; /* other meta does not stand in for a session */
+    FAILS(TARN_INVALID_ARGUMENT, tarn_store_write(e, "m", "new", JSON("2"), &no_session, &v));
+    CHECK(v == SENTINEL);
+    /* An id nobody opened, and one that was opened and closed: TARN_NOT_FOUND. */
+    tarn_write_options unknown = {.flags = TARN_WRITE_EXPIRE_SESSION, .meta = {.session = 987654321}};
+    FAILS(TARN_NOT_FOUND, tarn_store_write(e, "m", "k", JSON("{\"changed\":3}"), &unknown, &v));
+    FAILS(TARN_NOT_FOUND, tarn_store_write(e, "m", "new", JSON("3"), &unknown, &v));
+    unknown.meta.session = UINT64_MAX;
+    FAILS(TARN_NOT_FOUND, tarn_store_write(e, "m", "new", JSON("3"), &unknown, &v));
+    uint64_t s = SENTINEL;
+    if (OK(tarn_session_open(e, "meta-test", 0, &s))) {
+        OK(tarn_session_close(e, s));
+        tarn_write_options closed = {.flags = TARN_WRITE_EXPIRE_SESSION, .meta = {.session = s}};
+        FAILS(TARN_NOT_FOUND, tarn_store_write(e, "m", "k", JSON("{\"changed\":4}"), &closed, &v));
+        FAILS(TARN_NOT_FOUND, tarn_store_write(e, "m", "new", JSON("4"), &closed, &v));
+    }
+    CHECK(v == SENTINEL);
+    /* Without the flag too: a change is attributed only to a session that is open. */
+    static const uint64_t not_open[] = {987654321, UINT64_MAX, 0 /* replaced by s */};
+    for (size_t i = 0; i < sizeof not_open / sizeof not_open[0]; i++) {
+        uint64_t id = not_open[i] != 0 ? not_open[i] : s;
+        tarn_write_options w_as = {.meta = {.session = id}};
+        tarn_patch_options p_as = {.meta = {.session = id}};
+        tarn_remove_options r_as = {.meta = {.session = id}};
+        POISON(b);
+        FAILS(TARN_NOT_FOUND, tarn_store_write(e, "m", "k", JSON("{\"changed\":5}"), &w_as, &v));
+        FAILS(TARN_NOT_FOUND, tarn_store_write(e, "m", "new", JSON("5"), &w_as, &v));
+        FAILS(TARN_NOT_FOUND, tarn_store_patch(e, "m", "k", JSON("[]"), &p_as, &v, &b));
+        FAILS(TARN_NOT_FOUND, tarn_store_remove(e, "m", "k", &r_as, &v));
+        CHECK(v == SENTINEL && POISONED(b));
+    }
+    EXPECT_DOC(e, "m", "k", doc, v0);
+    EXPECT_ABSENT(e, "m", "new");
+    CHECK(last_version(e) == v0);
+    /* Unknown flag bits next to the new one are still refused. */
+    tarn_write_options past = {.flags = TARN_WRITE_EXPIRE_SESSION << 1};
+    FAILS(TARN_INVALID_ARGUMENT, tarn_store_write(e, "m", "k", JSON("5"), &past, &v));
+    CHECK(v == SENTINEL);
+
+    /* A request id is bounded like a key (1024 bytes by default). */
+    char long_id[1026];
+    memset(long_id, 'r', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0'; /* 1025 bytes */
+    tarn_write_options too_long = {.meta = {.request_id = long_id}};
+    FAILS(TARN_TOO_LARGE, tarn_store_write(e, "m", "k", JSON("6"), &too_long, &v));
+    CHECK(v == SENTINEL);
+    EXPECT_DOC(e, "m", "k", doc, v0);
+    CHECK(last_version(e) == v0);
+    long_id[1024] = '\0'; /* 1024 bytes: at the bound */
+    OK(tarn_store_write(e, "m", "long-id", JSON("6"), &too_long, NULL));
+
+    /* Well-formed meta on every change: accepted, and the documents are as written
+     * (the meta goes to listeners, not into the store). */
+    tarn_change_meta good = {.request_id = "req-1", .user_data = (const uint8_t *)" {\"who\": \"c\"} ",
+                             .user_data_len = 14};
+    tarn_write_options gw = {.meta = good};
+    uint64_t v1 = SENTINEL;
+    OK(tarn_store_write(e, "m", "k", JSON("{\"n\": 1}"), &gw, &v1));
+    EXPECT_DOC(e, "m", "k", "{\"n\": 1}", v1);
+    tarn_patch_options gp = {.flags = TARN_PATCH_IF_VERSION, .if_version = v1, .meta = good};
+    uint64_t v2 = SENTINEL;
+    EXPECT_JSON(tarn_store_patch(e, "m", "k", JSON("[{\"op\":\"replace\",\"path\":\"/n\",\"value\":2}]"), &gp,
+                                 &v2, &b),
+                &b, "{\"n\":2}");
+    CHECK(v2 > v1);
+    /* user_data NULL with a length: no user data (the length is ignored). */
+    tarn_remove_options gr = {.flags = TARN_REMOVE_IF_VERSION, .if_version = v2,
+                              .meta = {.request_id = "", .user_data = NULL, .user_data_len = 99}};
+    uint64_t v3 = SENTINEL;
+    OK(tarn_store_remove(e, "m", "k", &gr, &v3));
+    CHECK(v3 > v2 && v3 == last_version(e));
+    EXPECT_ABSENT(e, "m", "k");
+
+    /* TARN_WRITE_EXPIRE_SESSION with an open session: the key lives until the session
+     * closes (test_bus.c checks the events). */
+    uint64_t owner = SENTINEL;
+    if (OK(tarn_session_open(e, "owner", 0, &owner))) {
+        tarn_write_options ws = {.flags = TARN_WRITE_EXPIRE_SESSION, .meta = {.session = owner}};
+        OK(tarn_store_write(e, "m", "owned", JSON("true"), &ws, NULL));
+        EXPECT_DOC(e, "m", "owned", "true", 0);
+        OK(tarn_session_close(e, owner));
+        OK(tarn_engine_settle(e, 0));
+        EXPECT_ABSENT(e, "m", "owned");
+    }
+    tarn_engine_free(e);
+
+    /* user_data is bounded like a document (16 bytes here, counted compact). */
+    e = bounded_engine();
+    if (e == NULL) {
+        return;
+    }
+    OK(tarn_store_write(e, "b", "k", JSON("1"), NULL, &v0));
+    tarn_write_options big = {.meta = {.user_data = (const uint8_t *)"[1,2,3,4,5,6,777]", .user_data_len = 17}};
+    v = SENTINEL;
+    FAILS(TARN_TOO_LARGE, tarn_store_write(e, "b", "k", JSON("2"), &big, &v));
+    CHECK(v == SENTINEL);
+    EXPECT_DOC(e, "b", "k", "1", v0);
+    big.meta.user_data = (const uint8_t *)"[1, 2, 3, 4, 5, 6, 77]"; /* 16 bytes once compact */
+    big.meta.user_data_len = strlen((const char *)big.meta.user_data);
+    OK(tarn_store_write(e, "b", "k", JSON("2"), &big, &v));
+    EXPECT_DOC(e, "b", "k", "2", v);
+    tarn_engine_free(e);
+}
+
 static void test_closed(void)
 {
     tarn_engine *e = manual_engine(777);
@@ -1545,6 +1725,7 @@ int main(void)
     test_ttl();
     test_limits();
     test_capacity();
+    test_change_meta();
     test_closed();
     test_threads();
 

@@ -17,7 +17,7 @@
 //!
 //! Invariants: the queue holds events in the order they were offered; at most one
 //! drain job per callback listener is queued or running (`draining`); the notify pipe
-//! holds one byte exactly while the queue is non-empty.
+//! holds one byte exactly while the queue is non-empty or the listener is closed.
 //! Lock: `state` guards the queue, the counters and the pipe byte; it is never held
 //! while a callback runs or while waiting (the condvars release it).
 
@@ -315,7 +315,7 @@ impl Core {
             ));
         }
         let mut s = self.state.lock();
-        if s.closed {
+        if s.closed && s.pipe.is_none() {
             return Err(Error::new(ErrorKind::Closed, "the listener is closed"));
         }
         if s.pipe.is_none() {
@@ -349,11 +349,17 @@ impl Core {
     }
 
     /// Stops delivery; waits for a running callback to return (unless called from it).
+    /// The notify pipe stays open (until the listener is dropped) and is left readable,
+    /// so an event loop polling it wakes up and learns the listener closed.
     pub(crate) fn close(&self) {
         let mut s = self.state.lock();
+        if !s.closed && s.queue.is_empty() {
+            if let Some((_, w)) = s.pipe.as_mut() {
+                let _ = w.write_all(&[1]);
+            }
+        }
         s.closed = true;
         s.queue.clear();
-        s.pipe = None;
         self.not_full.notify_all();
         self.not_empty.notify_all();
         let me = std::thread::current().id();

@@ -208,6 +208,9 @@ impl BusInner {
         self.rt.check_open()?;
         self.limits.check_bucket(bucket)?;
         self.limits.check_key(key)?;
+        if let Some(v) = &value {
+            self.limits.check_document(v.bytes().len())?;
+        }
         self.publish(Event {
             kind: EventKind::Signal,
             bucket: Arc::from(bucket),

@@ -232,7 +232,9 @@ pub extern "C" fn tarn_listener_next(
 
 /// Writes a file descriptor that is readable exactly while events wait on the pull
 /// listener to `*out_fd`, for poll/epoll/libuv. The fd belongs to the listener: do not
-/// read, write or close it; it is valid until `tarn_listener_free`.
+/// read, write or close it; it is valid until `tarn_listener_free`. When the listener
+/// closes (its session or engine closing) the fd becomes readable, and
+/// `tarn_listener_next` then gives TARN_CLOSED.
 #[no_mangle]
 pub extern "C" fn tarn_listener_fd(
     engine: *const tarn_engine,
@@ -257,6 +259,7 @@ pub extern "C" fn tarn_listener_get_stats(
     guard(|| {
         let e = handle(engine, "engine")?;
         let slot = out(out_stats, "out_stats")?;
+        e.engine.check_open()?;
         let l = listener(e, listener_id)?;
         *slot = tarn_listener_stats {
             delivered: l.delivered(),

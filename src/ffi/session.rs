@@ -68,6 +68,7 @@ pub extern "C" fn tarn_session_is_open(
     guard(|| {
         let e = handle(engine, "engine")?;
         let slot = out(out_open, "out_open")?;
+        e.engine.check_open()?;
         *slot = !session(e, session_id)?.is_closed();
         Ok(())
     })
