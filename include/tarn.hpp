@@ -3,24 +3,37 @@
  *
  * Written by hand (tarn.h is generated). Every C function of tarn.h is reached through
  * one of the classes or free functions below; nothing here adds behaviour the C ABI
- * does not have, except three checks C cannot make:
- * - a name (bucket or key) given as std::string_view is copied into a NUL-terminated
- *   std::string before the call, and a name containing '\0' throws tarn::Error with
- *   TARN_INVALID_ARGUMENT (C would silently cut it at the NUL);
- * - a TTL, settle timeout or clock advance that is negative, and a TTL of zero (which
- *   the C struct would read as "never expire"), throw TARN_INVALID_ARGUMENT;
+ * does not have, except checks and guarantees C cannot give:
+ * - a name (bucket, key, client id, request id) given as std::string_view or
+ *   std::string is copied into / passed as a NUL-terminated string, and one containing
+ *   '\0' throws tarn::Error with TARN_INVALID_ARGUMENT (C would silently cut it at the
+ *   NUL);
+ * - a TTL, lease, settle/next/block timeout or clock advance that is negative, and a
+ *   TTL of zero (which the C struct would read as "never expire"), throw
+ *   TARN_INVALID_ARGUMENT;
  * - an empty std::string_view of JSON is passed as a valid zero-length range, so the
- *   library reports TARN_INVALID_JSON / TARN_INVALID_PATCH instead of a NULL argument.
+ *   library reports TARN_INVALID_JSON / TARN_INVALID_PATCH instead of a NULL argument;
+ * - an event callback is a std::function; a C++ exception it throws never crosses into
+ *   the C library: the wrapper catches it, counts it (Listener::exceptions()) and the
+ *   listener goes on with the next event; an empty std::function throws
+ *   TARN_NULL_ARGUMENT;
+ * - a Listener or Session made through an Engine (Engine::bus, Engine::open_session)
+ *   that outlives it is still safe to destroy: it then releases only its own C++ state
+ *   (the engine released the rest), and its other calls throw TARN_CLOSED instead of
+ *   touching freed memory.
  *
  * Errors: every failing call throws tarn::Error, which carries the tarn_status, its
  * name and the tarn_last_error() message captured on the calling thread right after
  * the failing call. The only non-throwing paths are Store::try_read (TARN_NOT_FOUND
- * gives std::nullopt) and destructors.
+ * gives std::nullopt), Listener::next (TARN_TIMEOUT gives std::nullopt), and
+ * destructors (and the reset() functions that do what a destructor does).
  *
- * Threads: Engine, Store and Clock may be used from many threads at the same time
- * (tarn_engine is thread-safe until it is freed); moving, assigning or destroying an
- * Engine must not race with any other use of it. Buffer and EngineBuilder are plain
- * values: use each from one thread at a time.
+ * Threads: Engine, Store, Clock and Bus may be used from many threads at the same time
+ * (tarn_engine is thread-safe until it is freed); so may the const functions of a
+ * Listener or Session. Moving, assigning or destroying an Engine, Listener or Session
+ * must not race with any other use of that object. Buffer and EngineBuilder are plain
+ * values: use each from one thread at a time. Event callbacks run on the engine's
+ * worker threads, never on the thread that registered them (see Bus::listen).
  */
 
 #ifndef TARN_HPP
@@ -28,18 +41,22 @@
 
 #include "tarn.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 
-// This wrapper was written against version 1 of the C ABI; a header with another ABI
-// version needs the wrapper reviewed, so refuse to compile rather than guess.
-static_assert(TARN_ABI_VERSION == 1, "tarn.hpp was written for TARN_ABI_VERSION 1");
+// This wrapper was written against version 2 of the C ABI (change metadata in the
+// option structs, sessions, the event bus); a header with another ABI version needs the
+// wrapper reviewed, so refuse to compile rather than guess.
+static_assert(TARN_ABI_VERSION == 2, "tarn.hpp was written for TARN_ABI_VERSION 2");
 
 namespace tarn {
 
@@ -156,6 +173,46 @@ inline std::uint64_t c_ms(std::chrono::milliseconds d, const char* what) {
         throw Error(TARN_INVALID_ARGUMENT, std::string(what) + " is negative");
     }
     return static_cast<std::uint64_t>(d.count());
+}
+
+/// A std::string argument the library reads as NUL-terminated (a request id): its own
+/// c_str(), after refusing an embedded '\0' with TARN_INVALID_ARGUMENT.
+inline const char* c_str_checked(const std::string& text, const char* what) {
+    if (text.find('\0') != std::string::npos) {
+        throw Error(TARN_INVALID_ARGUMENT,
+                    std::string(what) + " contains a NUL byte (it is NUL-terminated in C)");
+    }
+    return text.c_str();
+}
+
+/// The C change metadata for a session id, request id and user data (JSON text). The
+/// result borrows the strings: it is valid while they live, unchanged.
+inline tarn_change_meta c_meta(std::uint64_t session, const std::optional<std::string>& request_id,
+                               const std::optional<std::string>& user_data) {
+    tarn_change_meta m{session, nullptr, nullptr, 0};
+    if (request_id) {
+        m.request_id = c_str_checked(*request_id, "the request id");
+    }
+    if (user_data) {
+        // An empty text is passed as a valid empty range: the library says
+        // TARN_INVALID_JSON rather than taking it for "no user data".
+        m.user_data = c_bytes(*user_data);
+        m.user_data_len = user_data->size();
+    }
+    return m;
+}
+
+/// Shared by an Engine and the Listeners and Sessions made through it (through its
+/// Bus): set once the Engine has freed its tarn_engine, so that a Listener or Session
+/// that outlives it neither calls into freed memory nor leaks its own C++ state.
+struct EngineLife {
+    std::atomic<bool> freed{false};
+};
+
+/// Whether the engine behind `life` was freed by its Engine (no life: never known to
+/// be freed, as for a raw handle).
+inline bool engine_freed(const std::shared_ptr<EngineLife>& life) noexcept {
+    return life != nullptr && life->freed.load(std::memory_order_acquire);
 }
 
 }  // namespace detail
@@ -294,7 +351,7 @@ struct PatchResult {
 };
 
 /// Options of Store::write. A plain value; the defaults are an unconditional,
-/// permanent write.
+/// permanent write by nobody in particular.
 struct WriteOptions {
     /// Fail with TARN_EXISTS if the key holds a live document (atomic: of racing
     /// writers exactly one succeeds).
@@ -305,10 +362,24 @@ struct WriteOptions {
     /// Write only if the current version is this (0: only if absent), else
     /// TARN_VERSION_CONFLICT.
     std::optional<std::uint64_t> if_version;
+    /// Remove the document when the writing session (`session`, required: without it
+    /// the write throws TARN_INVALID_ARGUMENT) closes, with a "session_expire" event. A
+    /// later write without it makes the document permanent again.
+    bool expire_session = false;
+    /// The id of the session making the change (Session::id()); 0: none. It must be
+    /// open (else TARN_NOT_FOUND). Listeners see it as the event's "session" (and may
+    /// skip their own session's changes).
+    std::uint64_t session = 0;
+    /// A request id passed through to listeners ("request_id"); no '\0' in it, and no
+    /// longer than a key (else TARN_TOO_LARGE).
+    std::optional<std::string> request_id;
+    /// JSON text passed through to listeners ("user_data"); validated by the library.
+    std::optional<std::string> user_data;
 
-    /// The C options struct.
-    tarn_write_options to_c() const {
-        tarn_write_options c{0, 0, 0};
+    /// The C options struct. It borrows request_id and user_data from this object: use
+    /// it only while this object lives, unchanged (hence not callable on a temporary).
+    tarn_write_options to_c() const& {
+        tarn_write_options c{0, 0, 0, detail::c_meta(session, request_id, user_data)};
         if (fail_if_exists) {
             c.flags |= TARN_WRITE_FAIL_IF_EXISTS;
         }
@@ -323,8 +394,12 @@ struct WriteOptions {
             c.flags |= TARN_WRITE_IF_VERSION;
             c.if_version = *if_version;
         }
+        if (expire_session) {
+            c.flags |= TARN_WRITE_EXPIRE_SESSION;
+        }
         return c;
     }
+    tarn_write_options to_c() const&& = delete;
 };
 
 /// Options of Store::patch. A plain value.
@@ -333,10 +408,16 @@ struct PatchOptions {
     bool remove_data_from_reply = false;
     /// Patch only if the current version is this, else TARN_VERSION_CONFLICT.
     std::optional<std::uint64_t> if_version;
+    /// The id of the session making the change; 0: none (see WriteOptions::session).
+    std::uint64_t session = 0;
+    /// A request id passed through to listeners; no '\0' in it.
+    std::optional<std::string> request_id;
+    /// JSON text passed through to listeners; validated by the library.
+    std::optional<std::string> user_data;
 
-    /// The C options struct.
-    tarn_patch_options to_c() const noexcept {
-        tarn_patch_options c{0, 0};
+    /// The C options struct; borrows request_id and user_data (see WriteOptions).
+    tarn_patch_options to_c() const& {
+        tarn_patch_options c{0, 0, detail::c_meta(session, request_id, user_data)};
         if (remove_data_from_reply) {
             c.flags |= TARN_PATCH_REMOVE_DATA_FROM_REPLY;
         }
@@ -346,19 +427,70 @@ struct PatchOptions {
         }
         return c;
     }
+    tarn_patch_options to_c() const&& = delete;
 };
 
 /// Options of Store::remove. A plain value.
 struct RemoveOptions {
     /// Remove only if the current version is this, else TARN_VERSION_CONFLICT.
     std::optional<std::uint64_t> if_version;
+    /// The id of the session making the change; 0: none (see WriteOptions::session).
+    std::uint64_t session = 0;
+    /// A request id passed through to listeners; no '\0' in it.
+    std::optional<std::string> request_id;
+    /// JSON text passed through to listeners; validated by the library.
+    std::optional<std::string> user_data;
 
-    /// The C options struct.
-    tarn_remove_options to_c() const noexcept {
-        tarn_remove_options c{0, 0};
+    /// The C options struct; borrows request_id and user_data (see WriteOptions).
+    tarn_remove_options to_c() const& {
+        tarn_remove_options c{0, 0, detail::c_meta(session, request_id, user_data)};
         if (if_version) {
             c.flags |= TARN_REMOVE_IF_VERSION;
             c.if_version = *if_version;
+        }
+        return c;
+    }
+    tarn_remove_options to_c() const&& = delete;
+};
+
+/// Options of Bus::listen and Bus::subscribe. A plain value; the defaults are a
+/// listener without values, with a queue of 1024 that drops (and counts) at the bound.
+struct ListenOptions {
+    /// Deliver document values (and signal values) in the events' "value".
+    bool send_values = false;
+    /// Skip changes and signals made by the listener's own session (`session`).
+    bool ignore_own = false;
+    /// At the bound, make the publisher wait for room (up to block_timeout) instead of
+    /// dropping the event. Never waits on an engine thread (a callback publishing):
+    /// there it drops and counts.
+    bool block = false;
+    /// The queue bound; 0: the library's default (1024).
+    std::size_t capacity = 0;
+    /// With block, the longest a publisher waits for room; 0: the library's default
+    /// (1000 ms). Negative throws TARN_INVALID_ARGUMENT.
+    std::chrono::milliseconds block_timeout{0};
+    /// First deliver every retained change after this store version, then go live;
+    /// TARN_TOO_OLD if the change log no longer has them all
+    /// (EngineBuilder::change_log_capacity).
+    std::optional<std::uint64_t> from_version;
+    /// The session the listener belongs to (it stops when the session closes); 0: none.
+    std::uint64_t session = 0;
+
+    /// The C options struct (the session is a separate argument of the C calls).
+    tarn_listen_options to_c() const {
+        tarn_listen_options c{0, capacity, detail::c_ms(block_timeout, "the block timeout"), 0};
+        if (send_values) {
+            c.flags |= TARN_LISTEN_SEND_VALUES;
+        }
+        if (ignore_own) {
+            c.flags |= TARN_LISTEN_IGNORE_OWN;
+        }
+        if (block) {
+            c.flags |= TARN_LISTEN_BLOCK;
+        }
+        if (from_version) {
+            c.flags |= TARN_LISTEN_FROM_VERSION;
+            c.from_version = *from_version;
         }
         return c;
     }
@@ -540,18 +672,427 @@ private:
 };
 
 // ---------------------------------------------------------------------------------------
+// Sessions, listeners and the bus
+// ---------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// What a callback Listener owns on the C++ side: the user's std::function (handed to
+/// the library as user_data) and the count of exceptions it threw.
+struct ListenState {
+    explicit ListenState(std::function<void(std::string_view)> f) : fn(std::move(f)) {}
+    std::function<void(std::string_view)> fn;
+    std::atomic<std::uint64_t> exceptions{0};
+    /// Set by a Listener destroyed from inside this very callback (on its thread): the
+    /// trampoline deletes the state once the callback has returned.
+    bool orphaned = false;
+};
+
+/// One running callback on this thread; they nest when a callback's own work runs
+/// another listener's callback inline on the same worker.
+struct CallbackFrame {
+    ListenState* state;
+    CallbackFrame* outer;
+};
+
+inline CallbackFrame*& callback_frames() noexcept {
+    static thread_local CallbackFrame* top = nullptr;
+    return top;
+}
+
+/// Whether the calling thread is inside `state`'s callback.
+inline bool in_callback_of(const ListenState* state) noexcept {
+    for (const CallbackFrame* f = callback_frames(); f != nullptr; f = f->outer) {
+        if (f->state == state) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/// The tarn_event_fn of every callback Listener: runs the std::function behind
+/// `user_data` on the engine worker thread the library calls it on. No exception
+/// leaves it (C has no unwinding): each one is caught and counted.
+inline void event_trampoline(const std::uint8_t* event, std::size_t len,
+                             void* user_data) noexcept {
+    ListenState* state = static_cast<ListenState*>(user_data);
+    CallbackFrame frame{state, callback_frames()};
+    callback_frames() = &frame;
+    try {
+        state->fn(std::string_view(reinterpret_cast<const char*>(event), len));
+    } catch (...) {
+        state->exceptions.fetch_add(1, std::memory_order_relaxed);
+    }
+    callback_frames() = frame.outer;
+    if (state->orphaned) {
+        delete state;
+    }
+}
+
+}  // namespace detail
+
+/// A session: one client of the engine, opened with Engine::open_session. It owns the
+/// listeners made with its id (ListenOptions::session) and the documents written with
+/// WriteOptions::expire_session and its id; closing it stops those listeners, removes
+/// those documents (a "session_expire" event each) and publishes "session_close" on the
+/// bucket "$sessions" (opening published "session_open" there).
+///
+/// Ownership: holds one session id, which the engine keeps; the destructor closes the
+/// session (tarn_session_close; a TARN_NOT_FOUND — already released — is ignored, as is
+/// every other failure). Move-only; a moved-from Session is empty: its calls throw
+/// TARN_NULL_ARGUMENT and its destructor does nothing. A Session that outlives its
+/// Engine is safe to destroy (the engine closed it); its other calls throw TARN_CLOSED.
+/// Thread-safety: id(), keepalive() and is_open() may be called from many threads at
+/// once; close(), moving and destroying must not race with other use of the object.
+class Session {
+public:
+    /// An empty session (holds no id).
+    Session() noexcept = default;
+
+    /// Takes ownership of session `id` of `engine` (from tarn_session_open). `life` is
+    /// the Engine's (may be empty for a raw handle that outlives the Session).
+    Session(const tarn_engine* engine, std::shared_ptr<detail::EngineLife> life,
+            std::uint64_t id) noexcept
+        : engine_(engine), life_(std::move(life)), id_(id) {}
+
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    /// Takes `other`'s session; `other` becomes empty.
+    Session(Session&& other) noexcept
+        : engine_(std::exchange(other.engine_, nullptr)),
+          life_(std::move(other.life_)),
+          id_(std::exchange(other.id_, 0)),
+          closed_(std::exchange(other.closed_, false)) {}
+
+    /// Closes this session and takes `other`'s; `other` becomes empty.
+    Session& operator=(Session&& other) noexcept {
+        if (this != &other) {
+            reset();
+            engine_ = std::exchange(other.engine_, nullptr);
+            life_ = std::move(other.life_);
+            id_ = std::exchange(other.id_, 0);
+            closed_ = std::exchange(other.closed_, false);
+        }
+        return *this;
+    }
+
+    /// Closes the session unless close() already did (errors ignored).
+    ~Session() { reset(); }
+
+    /// The session id (never 0 for a session that was opened; 0 when empty). It stays
+    /// readable after close(), to match events against ("session" in the event JSON,
+    /// and the key of its "$sessions" events).
+    std::uint64_t id() const noexcept { return id_; }
+
+    /// Whether this object holds a session (it may be closed).
+    explicit operator bool() const noexcept { return engine_ != nullptr; }
+
+    /// Keeps a leased session alive for another lease from now. Throws TARN_CLOSED if
+    /// the lease already ran out, TARN_NOT_FOUND after close().
+    void keepalive() const { check(tarn_session_keepalive(engine(), id_)); }
+
+    /// Whether the session is open: false once its lease ran out, and after close()
+    /// (without asking the library, which has released the id). Throws TARN_NOT_FOUND if
+    /// the id was released behind this object's back (tarn_session_close on the raw id).
+    bool is_open() const {
+        if (closed_) {
+            return false;
+        }
+        bool open = false;
+        check(tarn_session_is_open(engine(), id_, &open));
+        return open;
+    }
+
+    /// Closes the session now (see the class comment): its listeners stop, its
+    /// session-expiring documents are removed with events, "session_close" is
+    /// published. The id is released. A second close() does nothing; a failure
+    /// throws (and the session counts as closed all the same).
+    void close() {
+        if (closed_) {
+            return;
+        }
+        const tarn_engine* e = engine();
+        closed_ = e != nullptr;
+        check(tarn_session_close(e, id_));  // an empty Session: TARN_NULL_ARGUMENT
+    }
+
+    /// Closes the session (unless already closed; errors ignored) and empties this
+    /// object, as the destructor does.
+    void reset() noexcept {
+        if (engine_ != nullptr && !closed_ && !detail::engine_freed(life_)) {
+            (void)tarn_session_close(engine_, id_);
+        }
+        engine_ = nullptr;
+        life_.reset();
+        id_ = 0;
+        closed_ = false;
+    }
+
+    /// The engine handle this session belongs to (not owned); NULL when empty.
+    const tarn_engine* get() const noexcept { return engine_; }
+
+private:
+    const tarn_engine* engine() const {
+        if (detail::engine_freed(life_)) {
+            throw Error(TARN_CLOSED, "the engine of this session was freed");
+        }
+        return engine_;
+    }
+
+    const tarn_engine* engine_ = nullptr;
+    std::shared_ptr<detail::EngineLife> life_;
+    std::uint64_t id_ = 0;
+    bool closed_ = false;
+};
+
+/// A listener on a (bucket, key) pattern of the bus, made by Bus::listen (events go to
+/// a callback) or Bus::subscribe (events are pulled with next(), or awaited on fd()).
+/// Each event is one JSON object, `{"kind","bucket","key","version","timestamp_ms",
+/// "session","request_id","user_data","value","ops","missed"}`, absent parts null.
+///
+/// Ownership: holds one listener id, which the engine keeps, and for a callback
+/// listener the heap-allocated std::function. The destructor (and reset()) frees the
+/// listener with tarn_listener_free — which first waits for a callback that is running
+/// on another thread to return — and only then deletes the std::function, so the
+/// callback never runs on a destroyed function. Destroyed from inside its own callback,
+/// it does not wait (the library does not) and the std::function is deleted right
+/// after that callback returns. Do not destroy a Listener while holding a lock its
+/// callback takes: the wait would deadlock. Move-only; a moved-from or reset Listener
+/// is empty: its calls throw TARN_NULL_ARGUMENT. A Listener that outlives its Engine is
+/// safe to destroy (the engine stopped it; only the std::function is left to delete);
+/// its other calls throw TARN_CLOSED.
+/// Thread-safety: id(), next(), fd(), stats() and exceptions() may be called from many
+/// threads at once; reset(), moving and destroying must not race with other use of
+/// the object.
+class Listener {
+public:
+    /// An empty listener.
+    Listener() noexcept = default;
+
+    /// Takes ownership of listener `id` of `engine` and, for a callback listener, of
+    /// `state` (the object its user_data points to; NULL for a pull listener).
+    Listener(const tarn_engine* engine, std::shared_ptr<detail::EngineLife> life,
+             std::uint64_t id, detail::ListenState* state) noexcept
+        : engine_(engine), life_(std::move(life)), id_(id), state_(state) {}
+
+    Listener(const Listener&) = delete;
+    Listener& operator=(const Listener&) = delete;
+
+    /// Takes `other`'s listener (its callback keeps running, undisturbed); `other`
+    /// becomes empty.
+    Listener(Listener&& other) noexcept
+        : engine_(std::exchange(other.engine_, nullptr)),
+          life_(std::move(other.life_)),
+          id_(std::exchange(other.id_, 0)),
+          state_(std::exchange(other.state_, nullptr)) {}
+
+    /// Frees this listener (as the destructor does) and takes `other`'s.
+    Listener& operator=(Listener&& other) noexcept {
+        if (this != &other) {
+            reset();
+            engine_ = std::exchange(other.engine_, nullptr);
+            life_ = std::move(other.life_);
+            id_ = std::exchange(other.id_, 0);
+            state_ = std::exchange(other.state_, nullptr);
+        }
+        return *this;
+    }
+
+    /// Frees the listener, then its std::function (see the class comment).
+    ~Listener() { reset(); }
+
+    /// The listener id (unique within its engine); 0 when empty.
+    std::uint64_t id() const noexcept { return id_; }
+
+    /// Whether this object holds a listener.
+    explicit operator bool() const noexcept { return engine_ != nullptr; }
+
+    /// Whether events go to a callback (Bus::listen) rather than being pulled.
+    bool has_callback() const noexcept { return state_ != nullptr; }
+
+    /// Takes the next event of a pull listener (a copy of its JSON), waiting up to
+    /// `timeout` (0: no wait) on the calling thread; nullopt when none came
+    /// (TARN_TIMEOUT). Throws TARN_NOT_SUPPORTED for a callback listener, TARN_CLOSED
+    /// once its session closed.
+    std::optional<std::string> next(
+        std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const {
+        const std::uint64_t ms = detail::c_ms(timeout, "the timeout");
+        Buffer event;
+        const tarn_status s = tarn_listener_next(engine(), id_, ms, event.out());
+        if (s == TARN_TIMEOUT) {
+            return std::nullopt;
+        }
+        check(s);
+        return event.str();
+    }
+
+    /// A file descriptor readable exactly while events wait on this pull listener (for
+    /// poll/epoll/libuv), and once the listener closed (its session or engine closing;
+    /// next() then throws TARN_CLOSED). It belongs to the listener: do not read, write
+    /// or close it; valid until the Listener is freed. Throws TARN_NOT_SUPPORTED for a
+    /// callback listener.
+    int fd() const {
+        std::int32_t fd = -1;
+        check(tarn_listener_fd(engine(), id_, &fd));
+        return static_cast<int>(fd);
+    }
+
+    /// The library's counters: events delivered, events missed (dropped at the bound),
+    /// panics caught. (C++ exceptions never reach the library: see exceptions().)
+    tarn_listener_stats stats() const {
+        tarn_listener_stats st{0, 0, 0};
+        check(tarn_listener_get_stats(engine(), id_, &st));
+        return st;
+    }
+
+    /// How many C++ exceptions the callback threw (each caught by the wrapper; the
+    /// listener went on). 0 for a pull listener.
+    std::uint64_t exceptions() const noexcept {
+        return state_ != nullptr ? state_->exceptions.load(std::memory_order_relaxed) : 0;
+    }
+
+    /// Frees the listener now, as the destructor does; it becomes empty. Harmless when
+    /// empty.
+    void reset() noexcept {
+        if (engine_ != nullptr && !detail::engine_freed(life_)) {
+            // Waits for a callback running on another thread; errors (an id already
+            // freed through the C API) leave nothing to release.
+            (void)tarn_listener_free(engine_, id_);
+        }
+        if (state_ != nullptr) {
+            if (detail::in_callback_of(state_)) {
+                state_->orphaned = true;  // the trampoline deletes it on return
+            } else {
+                delete state_;
+            }
+        }
+        engine_ = nullptr;
+        life_.reset();
+        id_ = 0;
+        state_ = nullptr;
+    }
+
+    /// The engine handle this listener belongs to (not owned); NULL when empty.
+    const tarn_engine* get() const noexcept { return engine_; }
+
+private:
+    const tarn_engine* engine() const {
+        if (detail::engine_freed(life_)) {
+            throw Error(TARN_CLOSED, "the engine of this listener was freed");
+        }
+        return engine_;
+    }
+
+    const tarn_engine* engine_ = nullptr;
+    std::shared_ptr<detail::EngineLife> life_;
+    std::uint64_t id_ = 0;
+    detail::ListenState* state_ = nullptr;
+};
+
+/// The event bus of an Engine: listeners on (bucket, key) patterns where either may be
+/// "*", change events of the store, signals, and presence events on "$sessions".
+///
+/// Ownership: a view (the handle, and a share of the Engine's liveness record so that
+/// the Listeners it makes can tell when their Engine is gone); get it from
+/// Engine::bus(). Like Store it follows the handle when the Engine is moved, and using
+/// it after its engine is freed is undefined. On a closed engine every operation
+/// throws TARN_CLOSED.
+/// Thread-safety: copy it freely and call it from any number of threads at once.
+class Bus {
+public:
+    /// A view of `engine` (not owned). Listeners made through a Bus built this way
+    /// cannot tell when the engine is freed: destroy them first. Normally obtained with
+    /// Engine::bus(), which has no such restriction.
+    explicit Bus(const tarn_engine* engine) noexcept : engine_(engine) {}
+
+    /// A view of `engine` sharing the Engine's liveness record.
+    Bus(const tarn_engine* engine, std::shared_ptr<detail::EngineLife> life) noexcept
+        : engine_(engine), life_(std::move(life)) {}
+
+    /// Listens on `bucket`/`key` (either may be "*"; bucket "$sessions" for presence)
+    /// and calls `callback` with each event's JSON (valid only during the call: copy it
+    /// to keep it). The std::function is moved to the heap and owned by the returned
+    /// Listener.
+    ///
+    /// Threads: the callback runs on an engine worker thread — never the calling
+    /// thread, possibly a different one each time, possibly before listen() returns
+    /// (when from_version replays) — one event at a time per listener, never under a
+    /// library lock. So what it captures must be safe to use from another thread, and
+    /// it may call any tarn function (write, read, signal, free another listener)
+    /// except Engine::settle (TARN_NOT_SUPPORTED there); it should not block for long
+    /// (it holds a worker). An exception it throws is caught and counted
+    /// (Listener::exceptions()); the listener goes on.
+    /// Throws TARN_NULL_ARGUMENT for an empty std::function, TARN_INVALID_ARGUMENT for
+    /// a bad pattern, TARN_NOT_FOUND for an unknown ListenOptions::session, TARN_TOO_OLD
+    /// for a from_version the change log no longer covers.
+    Listener listen(std::string_view bucket, std::string_view key,
+                    std::function<void(std::string_view event_json)> callback,
+                    const ListenOptions& options = {}) const {
+        const std::string b = detail::c_name(bucket, "bucket");
+        const std::string k = detail::c_name(key, "key");
+        const tarn_listen_options o = options.to_c();
+        if (!callback) {
+            throw Error(TARN_NULL_ARGUMENT, "the callback is an empty std::function");
+        }
+        std::unique_ptr<detail::ListenState> state(new detail::ListenState(std::move(callback)));
+        std::uint64_t id = 0;
+        check(tarn_bus_listen(engine_, options.session, b.c_str(), k.c_str(), &o,
+                              &detail::event_trampoline, state.get(), &id));
+        return Listener(engine_, life_, id, state.release());
+    }
+
+    /// Listens on `bucket`/`key` (either may be "*") for pulling: take events with
+    /// Listener::next, or wait on Listener::fd. Throws as listen() does.
+    Listener subscribe(std::string_view bucket, std::string_view key,
+                       const ListenOptions& options = {}) const {
+        const std::string b = detail::c_name(bucket, "bucket");
+        const std::string k = detail::c_name(key, "key");
+        const tarn_listen_options o = options.to_c();
+        std::uint64_t id = 0;
+        check(tarn_bus_subscribe(engine_, options.session, b.c_str(), k.c_str(), &o, &id));
+        return Listener(engine_, life_, id, nullptr);
+    }
+
+    /// Sends a signal event to every matching listener (kind "signal", version 0); it
+    /// is never stored. `json` is its value (JSON text, validated; nullopt: none);
+    /// `session` the sending session's id (0: none).
+    void signal(std::string_view bucket, std::string_view key,
+                std::optional<std::string_view> json = std::nullopt,
+                std::uint64_t session = 0) const {
+        const std::string b = detail::c_name(bucket, "bucket");
+        const std::string k = detail::c_name(key, "key");
+        const std::uint8_t* data = json ? detail::c_bytes(*json) : nullptr;
+        const std::size_t len = json ? json->size() : 0;
+        check(tarn_bus_signal(engine_, session, b.c_str(), k.c_str(), data, len));
+    }
+
+    /// The engine handle this view uses (not owned).
+    const tarn_engine* get() const noexcept { return engine_; }
+
+private:
+    const tarn_engine* engine_;
+    std::shared_ptr<detail::EngineLife> life_;
+};
+
+// ---------------------------------------------------------------------------------------
 // Engine and its builder
 // ---------------------------------------------------------------------------------------
 
 /// One embedded tarn instance.
 ///
 /// Ownership: owns one tarn_engine and frees it (tarn_engine_free, which closes it
-/// first) when destroyed or assigned over. Move-only; a moved-from Engine holds no
-/// handle and its calls throw TARN_NULL_ARGUMENT. Store and Clock views taken earlier
-/// follow the handle, not the Engine object.
-/// Thread-safety: store(), clock(), settle(), close() and get() may be called from
-/// many threads at once; moving, assigning and destroying must not race with any other
-/// use of the engine (including through its Store and Clock views).
+/// first: the engine's threads stop, no callback runs afterwards) when destroyed or
+/// assigned over. Move-only; a moved-from Engine holds no handle and its calls throw
+/// TARN_NULL_ARGUMENT. Store, Clock and Bus views taken earlier, and the Listeners and
+/// Sessions made through it, follow the handle, not the Engine object. Listeners and
+/// Sessions are best destroyed before their Engine; one that outlives it is still safe
+/// to destroy afterwards (see Listener, Session) — but not from a callback while the
+/// Engine is being destroyed.
+/// Thread-safety: store(), clock(), bus(), open_session(), settle(), close() and get()
+/// may be called from many threads at once; moving, assigning and destroying must not
+/// race with any other use of the engine (including through its views, Listeners and
+/// Sessions).
 class Engine {
 public:
     /// An engine with the default settings (system clock; tarn_engine_new).
@@ -562,26 +1103,38 @@ public:
     }
 
     /// Takes ownership of a handle from tarn_engine_new / tarn_engine_builder_build
-    /// (NULL gives an empty Engine).
-    explicit Engine(tarn_engine* owned) noexcept : engine_(owned) {}
+    /// (NULL gives an empty Engine). Throws std::bad_alloc (after freeing the handle)
+    /// if its small liveness record cannot be allocated.
+    explicit Engine(tarn_engine* owned) : engine_(owned) {
+        if (owned != nullptr) {
+            try {
+                life_ = std::make_shared<detail::EngineLife>();
+            } catch (...) {
+                tarn_engine_free(owned);
+                throw;
+            }
+        }
+    }
 
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
 
     /// Takes `other`'s handle; `other` becomes empty.
-    Engine(Engine&& other) noexcept : engine_(std::exchange(other.engine_, nullptr)) {}
+    Engine(Engine&& other) noexcept
+        : engine_(std::exchange(other.engine_, nullptr)), life_(std::move(other.life_)) {}
 
     /// Frees this engine and takes `other`'s handle; `other` becomes empty.
     Engine& operator=(Engine&& other) noexcept {
         if (this != &other) {
-            tarn_engine_free(engine_);
+            free_now();
             engine_ = std::exchange(other.engine_, nullptr);
+            life_ = std::move(other.life_);
         }
         return *this;
     }
 
     /// Closes and frees the engine (tarn_engine_free).
-    ~Engine() { tarn_engine_free(engine_); }
+    ~Engine() { free_now(); }
 
     /// The document store (a view; see Store).
     Store store() const noexcept { return Store(engine_); }
@@ -589,16 +1142,35 @@ public:
     /// The engine clock (a view; see Clock).
     Clock clock() const noexcept { return Clock(engine_); }
 
-    /// Waits until background work has settled (no queued or running job, no timer due
-    /// by the engine clock). 0 waits without limit; otherwise throws TARN_TIMEOUT after
-    /// `timeout`. Throws TARN_NOT_SUPPORTED from inside a callback.
+    /// The event bus (a view; see Bus).
+    Bus bus() const noexcept { return Bus(engine_, life_); }
+
+    /// Opens a session for client `client_id` (1..=256 bytes of UTF-8, no control
+    /// characters, no '\0'). With a positive `lease` the session is closed when not
+    /// kept alive (Session::keepalive) within that long of the engine clock; 0: no
+    /// lease; negative throws TARN_INVALID_ARGUMENT. Publishes "session_open" on
+    /// "$sessions". The Session closes it when destroyed.
+    Session open_session(std::string_view client_id,
+                         std::chrono::milliseconds lease = std::chrono::milliseconds(0)) const {
+        const std::string c = detail::c_name(client_id, "the client id");
+        const std::uint64_t ms = detail::c_ms(lease, "the lease");
+        std::uint64_t id = 0;
+        check(tarn_session_open(engine_, c.c_str(), ms, &id));
+        return Session(engine_, life_, id);
+    }
+
+    /// Waits until background work has settled (no queued or running job — so every
+    /// callback due has run —, no timer due by the engine clock). 0 waits without
+    /// limit; otherwise throws TARN_TIMEOUT after `timeout`. Throws TARN_NOT_SUPPORTED
+    /// from inside a callback.
     void settle(std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const {
         check(tarn_engine_settle(engine_, detail::c_ms(timeout, "the settle timeout")));
     }
 
-    /// Stops the engine's threads and waits for them; afterwards its operations throw
-    /// TARN_CLOSED. The handle stays valid until the Engine is destroyed. Harmless
-    /// twice.
+    /// Stops the engine's threads and waits for them (a running callback finishes; no
+    /// callback runs afterwards); afterwards its operations throw TARN_CLOSED. The
+    /// handle stays valid until the Engine is destroyed, and Listeners and Sessions can
+    /// still be destroyed. Harmless twice.
     void close() const { check(tarn_engine_close(engine_)); }
 
     /// The handle (still owned by this Engine); NULL when empty.
@@ -607,11 +1179,29 @@ public:
     /// Whether this Engine holds a handle.
     explicit operator bool() const noexcept { return engine_ != nullptr; }
 
-    /// Gives up ownership: the caller must tarn_engine_free the result.
-    tarn_engine* release() noexcept { return std::exchange(engine_, nullptr); }
+    /// Gives up ownership: the caller must tarn_engine_free the result, and only after
+    /// destroying the Listeners and Sessions made through this Engine.
+    tarn_engine* release() noexcept {
+        life_.reset();
+        return std::exchange(engine_, nullptr);
+    }
 
 private:
+    void free_now() noexcept {
+        if (engine_ != nullptr) {
+            tarn_engine_free(engine_);
+            // Only now: Listeners and Sessions destroyed from here on release nothing
+            // in the library (it released everything) and call nothing.
+            if (life_ != nullptr) {
+                life_->freed.store(true, std::memory_order_release);
+            }
+        }
+        engine_ = nullptr;
+        life_.reset();
+    }
+
     tarn_engine* engine_;
+    std::shared_ptr<detail::EngineLife> life_;
 };
 
 /// Settings for new engines; start from the defaults (system clock; workers: cores,
@@ -684,6 +1274,13 @@ public:
     /// Largest document, in bytes of JSON text (larger: TARN_TOO_LARGE).
     EngineBuilder& max_document_bytes(std::size_t n) {
         check(tarn_engine_builder_max_document_bytes(builder_, n));
+        return *this;
+    }
+
+    /// How many store changes the bus keeps for listeners that start from a version
+    /// (ListenOptions::from_version); default 4096; 0 keeps none.
+    EngineBuilder& change_log_capacity(std::size_t n) {
+        check(tarn_engine_builder_change_log_capacity(builder_, n));
         return *this;
     }
 

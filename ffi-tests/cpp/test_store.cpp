@@ -1,4 +1,6 @@
-// test_store.cpp: the C++ wrapper (include/tarn.hpp) over the store, clock and engine.
+// test_store.cpp: the C++ wrapper (include/tarn.hpp) over the store, clock and engine,
+// for C ABI version 2 (the option structs carry change metadata; the bus and sessions
+// have their own program, test_bus.cpp).
 //
 // Built and run by tests/ffi.rs (cpp_programs) with -std=c++17 -Wall -Wextra -Werror
 // -pedantic under AddressSanitizer (leak detection on) and UBSan, so every Buffer,
@@ -22,6 +24,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -111,6 +114,8 @@ static tarn::Engine manual_engine(std::uint64_t start = T0) {
 // ---------------------------------------------------------------------------------------
 
 static void test_identity() {
+    static_assert(TARN_ABI_VERSION == 2, "this program tests C ABI version 2");
+    CHECK_EQ(tarn::header_abi_version, 2u);
     CHECK_EQ(tarn::version(), "0.1.0"sv);
     CHECK_EQ(tarn::abi_version(), static_cast<std::uint32_t>(TARN_ABI_VERSION));
     CHECK_EQ(tarn::header_abi_version, tarn::abi_version());
@@ -121,13 +126,24 @@ static void test_identity() {
     CHECK_EQ(tarn::status_name(TARN_FULL), "TARN_FULL"sv);
     CHECK_EQ(tarn::status_name(TARN_PATCH_TEST_FAILED), "TARN_PATCH_TEST_FAILED"sv);
     CHECK_EQ(tarn::status_name(static_cast<tarn_status>(31)), "TARN_UNKNOWN_STATUS"sv);
+    CHECK_EQ(tarn::status_name(TARN_TOO_OLD), "TARN_TOO_OLD"sv);
+    CHECK_EQ(static_cast<int>(TARN_TOO_OLD), 17);
+    CHECK_EQ(tarn::status_name(static_cast<tarn_status>(18)), "TARN_UNKNOWN_STATUS"sv);
+    CHECK_EQ(tarn::status_name(static_cast<tarn_status>(-1)), "TARN_UNKNOWN_STATUS"sv);
     const tarn_status all[] = tarn_status_ALL;
     bool all_named = true;
+    bool numbered_in_order = true;
+    int expect = 0;
     for (tarn_status s : all) {
         const std::string_view n = tarn::status_name(s);
         all_named = all_named && n.substr(0, 5) == "TARN_" && n != "TARN_UNKNOWN_STATUS";
+        numbered_in_order = numbered_in_order && static_cast<int>(s) == expect++;
     }
     CHECK(all_named);
+    CHECK(numbered_in_order);
+    CHECK_EQ(sizeof(all) / sizeof(all[0]), 18u);
+    const tarn::Error too_old(TARN_TOO_OLD, "version 1 is too old");
+    CHECK_EQ(std::string(too_old.what()), "TARN_TOO_OLD: version 1 is too old"sv);
 
     // Error composes "<name>: <message>" and keeps both parts.
     const tarn::Error e(TARN_EXISTS, "made up");
@@ -382,6 +398,9 @@ static void test_invalid_arguments() {
     CHECK_STATUS(TARN_INVALID_ARGUMENT, tarn::EngineBuilder().max_key_bytes(0).build());
     CHECK_STATUS(TARN_INVALID_ARGUMENT, tarn::EngineBuilder().max_bucket_bytes(0).build());
     CHECK_STATUS(TARN_INVALID_ARGUMENT, tarn::EngineBuilder().max_document_bytes(0).build());
+    // A change log of any size, 0 included, is fine (0 keeps none).
+    CHECK_NOTHROW(tarn::EngineBuilder().change_log_capacity(0).build());
+    CHECK_NOTHROW(tarn::EngineBuilder().change_log_capacity(1).manual_clock(T0).build());
 }
 
 static void test_json_and_patch_errors() {
@@ -610,8 +629,211 @@ static void test_clock_and_closed() {
         CHECK_STATUS(TARN_CLOSED, engine.settle());
         CHECK_STATUS(TARN_CLOSED, engine.clock().set(T0 + 10));
         CHECK_STATUS(TARN_CLOSED, engine.clock().advance(10ms));
+        CHECK_STATUS(TARN_CLOSED, engine.open_session("late"));
+        CHECK_STATUS(TARN_CLOSED, engine.bus().subscribe("b", "*"));
+        CHECK_STATUS(TARN_CLOSED, engine.bus().signal("b", "k"));
         // The destructor frees the closed engine (checked by the leak detector).
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Option structs (ABI 2: change metadata) and their checks
+// ---------------------------------------------------------------------------------------
+
+// Whether T::to_c() can be called on an expression of type T (an lvalue reference type
+// or a prvalue): the conversion borrows strings, so it is deleted for temporaries.
+template <typename T, typename = void>
+struct can_convert : std::false_type {};
+template <typename T>
+struct can_convert<T, std::void_t<decltype(std::declval<T>().to_c())>> : std::true_type {};
+
+static_assert(can_convert<const tarn::WriteOptions&>::value, "to_c on an lvalue");
+static_assert(!can_convert<tarn::WriteOptions>::value, "no to_c on a temporary");
+static_assert(!can_convert<tarn::PatchOptions>::value, "no to_c on a temporary");
+static_assert(!can_convert<tarn::RemoveOptions>::value, "no to_c on a temporary");
+static_assert(can_convert<tarn::ListenOptions>::value, "ListenOptions borrows nothing");
+
+static void test_option_structs() {
+    // Defaults are all zero, as the C defaults (a NULL options pointer) are.
+    const tarn::WriteOptions w0;
+    const tarn_write_options cw0 = w0.to_c();
+    CHECK(cw0.flags == 0 && cw0.ttl_ms == 0 && cw0.if_version == 0);
+    CHECK(cw0.meta.session == 0 && cw0.meta.request_id == nullptr && cw0.meta.user_data == nullptr &&
+          cw0.meta.user_data_len == 0);
+    const tarn::PatchOptions p0;
+    const tarn_patch_options cp0 = p0.to_c();
+    CHECK(cp0.flags == 0 && cp0.if_version == 0 && cp0.meta.session == 0 &&
+          cp0.meta.request_id == nullptr && cp0.meta.user_data == nullptr);
+    const tarn::RemoveOptions r0;
+    const tarn_remove_options cr0 = r0.to_c();
+    CHECK(cr0.flags == 0 && cr0.if_version == 0 && cr0.meta.session == 0 &&
+          cr0.meta.request_id == nullptr && cr0.meta.user_data == nullptr);
+
+    // Every field, and metadata borrowed from the options object (not copied).
+    tarn::WriteOptions w;
+    w.fail_if_exists = true;
+    w.ttl = 250ms;
+    w.if_version = 9;
+    w.expire_session = true;
+    w.session = 7;
+    w.request_id = "req";
+    w.user_data = R"({"a":1})";
+    const tarn_write_options cw = w.to_c();
+    CHECK_EQ(cw.flags, static_cast<std::uint32_t>(TARN_WRITE_FAIL_IF_EXISTS | TARN_WRITE_IF_VERSION |
+                                                  TARN_WRITE_EXPIRE_SESSION));
+    CHECK_EQ(cw.ttl_ms, 250u);
+    CHECK_EQ(cw.if_version, 9u);
+    CHECK_EQ(cw.meta.session, 7u);
+    CHECK(cw.meta.request_id == w.request_id->c_str());
+    CHECK(cw.meta.user_data == reinterpret_cast<const std::uint8_t*>(w.user_data->data()));
+    CHECK_EQ(cw.meta.user_data_len, 7u);
+
+    tarn::PatchOptions p;
+    p.remove_data_from_reply = true;
+    p.if_version = 3;
+    p.session = 2;
+    p.user_data = "";  // an empty text stays a (zero-length) text, not "none"
+    const tarn_patch_options cp = p.to_c();
+    CHECK_EQ(cp.flags, static_cast<std::uint32_t>(TARN_PATCH_REMOVE_DATA_FROM_REPLY | TARN_PATCH_IF_VERSION));
+    CHECK_EQ(cp.if_version, 3u);
+    CHECK_EQ(cp.meta.session, 2u);
+    CHECK(cp.meta.request_id == nullptr);
+    CHECK(cp.meta.user_data != nullptr);
+    CHECK_EQ(cp.meta.user_data_len, 0u);
+
+    tarn::RemoveOptions r;
+    r.if_version = 0;
+    r.request_id = "";
+    const tarn_remove_options cr = r.to_c();
+    CHECK_EQ(cr.flags, static_cast<std::uint32_t>(TARN_REMOVE_IF_VERSION));
+    CHECK_EQ(cr.if_version, 0u);
+    CHECK(cr.meta.request_id != nullptr && cr.meta.request_id[0] == '\0');
+
+    tarn::ListenOptions l;
+    l.send_values = l.ignore_own = l.block = true;
+    l.capacity = 5;
+    l.block_timeout = 1500ms;
+    l.from_version = 0;
+    l.session = 4;  // a separate argument of the C calls
+    const tarn_listen_options cl = l.to_c();
+    CHECK_EQ(cl.flags, static_cast<std::uint32_t>(TARN_LISTEN_SEND_VALUES | TARN_LISTEN_IGNORE_OWN |
+                                                  TARN_LISTEN_BLOCK | TARN_LISTEN_FROM_VERSION));
+    CHECK_EQ(cl.capacity, 5u);
+    CHECK_EQ(cl.block_timeout_ms, 1500u);
+    CHECK_EQ(cl.from_version, 0u);
+    const tarn_listen_options cl0 = tarn::ListenOptions().to_c();
+    CHECK(cl0.flags == 0 && cl0.capacity == 0 && cl0.block_timeout_ms == 0 && cl0.from_version == 0);
+
+    // What the wrapper refuses before any C call: a NUL in a request id, negative
+    // durations.
+    tarn::WriteOptions nul;
+    nul.request_id = std::string("a\0b", 3);
+    CHECK_STATUS(TARN_INVALID_ARGUMENT, (void)nul.to_c());
+    tarn::ListenOptions negative;
+    negative.block_timeout = -1ms;
+    CHECK_STATUS(TARN_INVALID_ARGUMENT, (void)negative.to_c());
+}
+
+static void test_change_meta() {
+    tarn::Engine engine = tarn::EngineBuilder().workers(2).manual_clock(T0).max_key_bytes(8).build();
+    tarn::Store store = engine.store();
+
+    // Metadata is passed to listeners, never stored: documents and versions are as
+    // without it.
+    tarn::WriteOptions meta;
+    meta.request_id = "r-1";
+    meta.user_data = R"({"who":"me"})";
+    const std::uint64_t v1 = store.write("m", "k", R"({"n":1})", meta);
+    const tarn::Document d = store.read("m", "k");
+    CHECK_EQ(d.json, R"({"n":1})"sv);
+    CHECK_EQ(d.info.version, v1);
+    tarn::PatchOptions pmeta;
+    pmeta.request_id = "r-2";
+    pmeta.user_data = "[1]";
+    const tarn::PatchResult p = store.patch("m", "k", R"([{"op":"add","path":"/m","value":true}])", pmeta);
+    CHECK_EQ(p.json.value_or(""), R"({"n":1,"m":true})"sv);
+    CHECK(p.version > v1);
+    tarn::RemoveOptions rmeta;
+    rmeta.request_id = "r-3";
+    rmeta.user_data = "null";
+    CHECK(store.remove("m", "k", rmeta) > p.version);
+
+    // Refused metadata changes nothing.
+    const std::uint64_t v2 = store.write("m", "k", R"({"n":2})");
+    auto untouched = [&](int line) {
+        const tarn::Document now = store.read("m", "k");
+        record(now.json == R"({"n":2})" && now.info.version == v2 && store.last_version() == v2,
+               __FILE__, line, "document changed: " + now.json);
+    };
+    for (const char* bad : {"", "{", "[1,]", "nope", "{} {}"}) {
+        tarn::WriteOptions w;
+        w.user_data = bad;
+        CHECK_STATUS(TARN_INVALID_JSON, store.write("m", "k", "1", w));
+        tarn::PatchOptions po;
+        po.user_data = bad;
+        CHECK_STATUS(TARN_INVALID_JSON, store.patch("m", "k", "[]", po));
+        tarn::RemoveOptions ro;
+        ro.user_data = bad;
+        CHECK_STATUS(TARN_INVALID_JSON, store.remove("m", "k", ro));
+        untouched(__LINE__);
+    }
+    tarn::WriteOptions nul;
+    nul.request_id = std::string("r\0", 2);
+    const std::string m = CHECK_STATUS(TARN_INVALID_ARGUMENT, store.write("m", "k", "1", nul));
+    CHECK(contains(m, "NUL"));
+    tarn::PatchOptions pnul;
+    pnul.request_id = std::string("\0", 1);
+    CHECK_STATUS(TARN_INVALID_ARGUMENT, store.patch("m", "k", "[]", pnul));
+    tarn::RemoveOptions rnul;
+    rnul.request_id = std::string("x\0y", 3);
+    CHECK_STATUS(TARN_INVALID_ARGUMENT, store.remove("m", "k", rnul));
+    untouched(__LINE__);
+    // A request id is bounded like a key (8 bytes here).
+    tarn::WriteOptions long_id;
+    long_id.request_id = "123456789";
+    CHECK_STATUS(TARN_TOO_LARGE, store.write("m", "k", "1", long_id));
+    untouched(__LINE__);
+    long_id.request_id = "12345678";
+    CHECK_NOTHROW(store.write("m", "k2", "1", long_id));
+
+    // Sessions: expire_session needs one, and only an open one is accepted.
+    tarn::WriteOptions orphan;
+    orphan.expire_session = true;
+    const std::string o = CHECK_STATUS(TARN_INVALID_ARGUMENT, store.write("m", "s", "1", orphan));
+    CHECK(contains(o, "session"));
+    orphan.session = 4242;
+    CHECK_STATUS(TARN_NOT_FOUND, store.write("m", "s", "1", orphan));
+    tarn::WriteOptions stranger;
+    stranger.session = 4242;
+    CHECK_STATUS(TARN_NOT_FOUND, store.write("m", "s", "1", stranger));
+    CHECK(!store.try_read("m", "s").has_value());
+
+    // A session-owned document lives until its session closes; a plain write by the
+    // same session, or a later write without expire_session, is permanent.
+    const std::uint64_t before = store.last_version();
+    {
+        tarn::Session s = engine.open_session("owner");
+        tarn::WriteOptions owned;
+        owned.expire_session = true;
+        owned.session = s.id();
+        CHECK(store.write("m", "owned", "1", owned) > before);
+        CHECK(store.write("m", "regained", "1", owned) > before);
+        CHECK_NOTHROW(store.write("m", "regained", "2"));
+        tarn::WriteOptions by_s;
+        by_s.session = s.id();
+        CHECK_NOTHROW(store.write("m", "plain", "1", by_s));
+        tarn::PatchOptions patch_by_s;
+        patch_by_s.session = s.id();
+        CHECK_NOTHROW(store.patch("m", "owned", "[]", patch_by_s));  // stays owned
+        CHECK(store.try_read("m", "owned").has_value());
+        CHECK_NOTHROW(engine.clock().advance(std::chrono::hours(1)));
+        CHECK_NOTHROW(engine.settle());
+        CHECK(store.try_read("m", "owned").has_value());  // no lease: only closing ends it
+    }  // ~Session closes it
+    CHECK(!store.try_read("m", "owned").has_value());
+    CHECK_EQ(store.read("m", "regained").json, "2"sv);
+    CHECK_EQ(store.read("m", "plain").json, "1"sv);
+    CHECK_EQ(store.list("m"), R"(["k","k2","plain","regained"])"sv);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -809,6 +1031,10 @@ static void test_raii_and_moves() {
         CHECK_STATUS(TARN_NULL_ARGUMENT, a.clock().now());
         CHECK_STATUS(TARN_NULL_ARGUMENT, a.settle());
         CHECK_STATUS(TARN_NULL_ARGUMENT, a.close());
+        CHECK_STATUS(TARN_NULL_ARGUMENT, a.open_session("x"));
+        CHECK_STATUS(TARN_NULL_ARGUMENT, a.bus().signal("m", "k"));
+        CHECK(a.bus().get() == nullptr);
+        CHECK(b.bus().get() == handle);
 
         tarn::Engine c = manual_engine();
         CHECK_NOTHROW(c.store().write("other", "k", "1"));
@@ -858,6 +1084,7 @@ static void test_raii_and_moves() {
         CHECK(b1.get() == nullptr);
         CHECK(b2.get() != nullptr);
         CHECK_STATUS(TARN_NULL_ARGUMENT, b1.workers(2));
+        CHECK_STATUS(TARN_NULL_ARGUMENT, b1.change_log_capacity(8));
         CHECK_STATUS(TARN_NULL_ARGUMENT, b1.build());
         tarn::Engine e3 = b2.build();
         CHECK_EQ(e3.clock().now(), 42u);
@@ -1041,6 +1268,8 @@ int main() {
         {"invalid_arguments", test_invalid_arguments},
         {"json_and_patch_errors", test_json_and_patch_errors},
         {"version_conflicts", test_version_conflicts},
+        {"option_structs", test_option_structs},
+        {"change_meta", test_change_meta},
         {"limits", test_limits},
         {"clock_and_closed", test_clock_and_closed},
         {"ttl", test_ttl},
