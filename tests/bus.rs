@@ -781,3 +781,44 @@ fn bad_listener_input_is_refused() {
         ErrorKind::Closed
     );
 }
+
+#[test]
+fn huge_timeouts_are_not_a_panic() {
+    let e = Arc::new(engine());
+    let l = e
+        .bus()
+        .subscribe(
+            "h",
+            "*",
+            &ListenOptions {
+                capacity: 1,
+                overflow: Overflow::Block,
+                block_timeout: Duration::MAX,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    e.store().write("h", "a", &json!(1), &w()).unwrap();
+    let e2 = e.clone();
+    let writer = std::thread::spawn(move || {
+        e2.store()
+            .write("h", "b", &json!(2), &WriteOptions::default())
+            .unwrap()
+    });
+    assert_eq!(l.next(Duration::MAX).unwrap().unwrap().key(), "a");
+    writer.join().unwrap();
+    assert_eq!(l.next(Duration::MAX).unwrap().unwrap().key(), "b");
+    e.settle_timeout(Some(Duration::MAX)).unwrap();
+    e.store()
+        .write(
+            "h",
+            "ttl",
+            &json!(1),
+            &WriteOptions {
+                ttl: Some(Duration::MAX),
+                ..w()
+            },
+        )
+        .unwrap();
+    e.settle_timeout(Some(Duration::MAX)).unwrap();
+}

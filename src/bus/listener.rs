@@ -182,10 +182,16 @@ impl Core {
         if s.queue.len() >= self.capacity {
             let blocking = may_block && self.overflow == Overflow::Block;
             if blocking {
-                let until = Instant::now() + self.block_timeout;
+                // A timeout too long to represent waits without limit.
+                let until = Instant::now().checked_add(self.block_timeout);
                 while s.queue.len() >= self.capacity && !s.closed {
-                    if self.not_full.wait_until(&mut s, until).timed_out() {
-                        break;
+                    match until {
+                        Some(u) => {
+                            if self.not_full.wait_until(&mut s, u).timed_out() {
+                                break;
+                            }
+                        }
+                        None => self.not_full.wait(&mut s),
                     }
                 }
                 if s.closed {
@@ -288,7 +294,8 @@ impl Core {
             ));
         }
         let mut s = self.state.lock();
-        let until = timeout.map(|t| Instant::now() + t);
+        // None: do not wait; Some(None): a timeout too long to represent, wait without limit.
+        let until = timeout.map(|t| Instant::now().checked_add(t));
         loop {
             if s.closed {
                 return Err(Error::new(ErrorKind::Closed, "the listener is closed"));
@@ -297,9 +304,10 @@ impl Core {
                 return Ok(Some(d));
             }
             match until {
-                Some(u) if Instant::now() < u => {
+                Some(Some(u)) if Instant::now() < u => {
                     let _ = self.not_empty.wait_until(&mut s, u);
                 }
+                Some(None) => self.not_empty.wait(&mut s),
                 _ => return Ok(None),
             }
         }

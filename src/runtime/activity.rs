@@ -53,7 +53,8 @@ impl Activity {
 
     /// Waits until settled, or until `timeout` (if any) passes. Returns whether settled.
     pub(crate) fn wait_settled(&self, clock: &Clock, timeout: Option<Duration>) -> bool {
-        let give_up = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to represent waits without limit.
+        let give_up = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut s = self.state.lock();
         loop {
             let now = clock.now_ms();
@@ -65,8 +66,12 @@ impl Activity {
             // wake up by then at the latest; on a manual clock the timer notifies.
             let mut wake = give_up;
             if !clock.is_manual() {
-                if let Some(d) = s.next_deadline {
-                    let at = Instant::now() + Duration::from_millis(d.saturating_sub(now) + 1);
+                let at = s.next_deadline.and_then(|d| {
+                    Instant::now().checked_add(Duration::from_millis(
+                        d.saturating_sub(now).saturating_add(1),
+                    ))
+                });
+                if let Some(at) = at {
                     wake = Some(wake.map_or(at, |w| w.min(at)));
                 }
             }
