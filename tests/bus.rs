@@ -822,3 +822,38 @@ fn huge_timeouts_are_not_a_panic() {
         .unwrap();
     e.settle_timeout(Some(Duration::MAX)).unwrap();
 }
+
+#[test]
+fn close_waits_for_a_running_callback_and_none_runs_after() {
+    let e = Arc::new(engine());
+    let (entered_tx, entered) = unbounded();
+    let (release, release_rx) = unbounded::<()>();
+    let (ran_tx, ran) = unbounded();
+    let _l = e
+        .bus()
+        .listen("c", "*", &ListenOptions::default(), move |d| {
+            if d.key() == "first" {
+                entered_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            }
+            ran_tx.send(d.key().to_string()).unwrap();
+        })
+        .unwrap();
+    e.store().write("c", "first", &json!(1), &w()).unwrap();
+    e.store().write("c", "second", &json!(2), &w()).unwrap();
+    entered.recv().unwrap();
+    let (closed_tx, closed) = unbounded();
+    let e2 = e.clone();
+    let closer = std::thread::spawn(move || {
+        e2.close();
+        closed_tx.send(()).unwrap();
+    });
+    // The callback is still running: close cannot have returned.
+    assert!(closed.try_recv().is_err());
+    release.send(()).unwrap();
+    closed.recv().unwrap();
+    closer.join().unwrap();
+    let after: Vec<String> = ran.try_iter().collect();
+    assert_eq!(after.first().map(String::as_str), Some("first"));
+    assert!(ran.try_recv().is_err(), "no callback after close returned");
+}
