@@ -39,65 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ------------------------------------------------------------------------------------
- * The check macros (as in test_store.c). Counters are atomic: threads check too.
- * ---------------------------------------------------------------------------------- */
-
-static atomic_int passed;
-static atomic_int failed;
-
-static bool check_at(bool ok, const char *file, int line, const char *what)
-{
-    if (ok) {
-        atomic_fetch_add(&passed, 1);
-        return true;
-    }
-    atomic_fetch_add(&failed, 1);
-    fprintf(stdout, "%s:%d: FAILED: %s\n    tarn_last_error(): \"%s\"\n", file, line, what,
-            tarn_last_error());
-    return false;
-}
-
-/* Variadic, so that a compound literal with commas can be part of the argument. */
-#define CHECK(...) check_at((__VA_ARGS__), __FILE__, __LINE__, #__VA_ARGS__)
-
-
-/* The call returned `want`; when `want` is a failure, tarn_last_error() is not empty
- * and, if `mention` is not NULL, contains it. */
-static bool status_at(tarn_status got, tarn_status want, const char *mention,
-                      const char *file, int line, const char *call)
-{
-    const char *msg = tarn_last_error();
-    bool has_msg = msg != NULL && msg[0] != '\0';
-    bool mentions = mention == NULL || (msg != NULL && strstr(msg, mention) != NULL);
-    bool ok = got == want && (want == TARN_OK || (has_msg && mentions));
-    if (ok) {
-        atomic_fetch_add(&passed, 1);
-        return true;
-    }
-    atomic_fetch_add(&failed, 1);
-    fprintf(stdout, "%s:%d: FAILED: %s\n    returned %s (%d), expected %s (%d)%s\n"
-                    "    tarn_last_error(): \"%s\"\n",
-            file, line, call, tarn_status_name((int32_t)got), (int)got,
-            tarn_status_name((int32_t)want), (int)want,
-            got != want ? ""
-            : !has_msg  ? "; but tarn_last_error() is empty"
-                        : "; but tarn_last_error() does not name the argument",
-            msg != NULL ? msg : "(NULL)");
-    return false;
-}
-
-#define OK(...) status_at((__VA_ARGS__), TARN_OK, NULL, __FILE__, __LINE__, #__VA_ARGS__)
-#define FAILS(want, ...) status_at((__VA_ARGS__), (want), NULL, __FILE__, __LINE__, #__VA_ARGS__)
-#define FAILS_SAYING(want, text, call) status_at((call), (want), (text), __FILE__, __LINE__, #call)
-#define FAILS_NULL(name, call) \
-    status_at((call), TARN_NULL_ARGUMENT, (name), __FILE__, __LINE__, #call)
-
-/* ------------------------------------------------------------------------------------
- * Helpers.
- * ---------------------------------------------------------------------------------- */
-
-#define JSON(s) (const uint8_t *)(s), strlen(s)
+#include "check.h"
 #define SENTINEL UINT64_C(12345)
 #define T0 UINT64_C(1000000)
 /* The longest any wait in this file may take (none should come close). */
@@ -1897,8 +1839,5 @@ int main(void)
     test_bad_input();
     test_closed_engine();
 
-    int p = atomic_load(&passed);
-    int f = atomic_load(&failed);
-    printf("%d passed, %d failed\n", p, f);
-    return (f == 0 && p > 0) ? 0 : 1;
+    return check_summary();
 }

@@ -33,70 +33,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ------------------------------------------------------------------------------------
- * The check macros. Counters are atomic because the thread tests check too.
- * ---------------------------------------------------------------------------------- */
-
-static atomic_int passed;
-static atomic_int failed;
-
-static bool check_at(bool ok, const char *file, int line, const char *what)
-{
-    if (ok) {
-        atomic_fetch_add(&passed, 1);
-        return true;
-    }
-    atomic_fetch_add(&failed, 1);
-    fprintf(stdout, "%s:%d: FAILED: %s\n    tarn_last_error(): \"%s\"\n", file, line, what,
-            tarn_last_error());
-    return false;
-}
-
-/* CHECK(cond): one check of a condition. */
-#define CHECK(cond) check_at((cond), __FILE__, __LINE__, #cond)
-
-/* The call returned `want`; when `want` is a failure, tarn_last_error() is not empty
- * and, if `mention` is not NULL, contains it. */
-static bool status_at(tarn_status got, tarn_status want, const char *mention,
-                      const char *file, int line, const char *call)
-{
-    const char *msg = tarn_last_error();
-    bool has_msg = msg != NULL && msg[0] != '\0';
-    bool mentions = mention == NULL || (msg != NULL && strstr(msg, mention) != NULL);
-    bool ok = got == want && (want == TARN_OK || (has_msg && mentions));
-    if (ok) {
-        atomic_fetch_add(&passed, 1);
-        return true;
-    }
-    atomic_fetch_add(&failed, 1);
-    fprintf(stdout, "%s:%d: FAILED: %s\n    returned %s (%d), expected %s (%d)%s\n"
-                    "    tarn_last_error(): \"%s\"\n",
-            file, line, call, tarn_status_name((int32_t)got), (int)got,
-            tarn_status_name((int32_t)want), (int)want,
-            got != want ? ""
-            : !has_msg  ? "; but tarn_last_error() is empty"
-                        : "; but tarn_last_error() does not name the argument",
-            msg != NULL ? msg : "(NULL)");
-    return false;
-}
-
-/* OK(call): the call returns TARN_OK. */
-#define OK(call) status_at((call), TARN_OK, NULL, __FILE__, __LINE__, #call)
-/* FAILS(status, call): the call returns `status` and sets a non-empty last error. */
-#define FAILS(want, call) status_at((call), (want), NULL, __FILE__, __LINE__, #call)
-/* FAILS_SAYING(status, text, call): the call returns `status` and the last error
- * contains `text`. */
-#define FAILS_SAYING(want, text, call) status_at((call), (want), (text), __FILE__, __LINE__, #call)
-/* FAILS_NULL(name, call): TARN_NULL_ARGUMENT, and the message names the argument. */
-#define FAILS_NULL(name, call) \
-    status_at((call), TARN_NULL_ARGUMENT, (name), __FILE__, __LINE__, #call)
+#include "check.h"
 
 /* ------------------------------------------------------------------------------------
  * Helpers: JSON arguments, sentinels, comparing returned bytes.
  * ---------------------------------------------------------------------------------- */
-
-/* A C string as the (pointer, length) JSON argument pair. */
-#define JSON(s) (const uint8_t *)(s), strlen(s)
 
 #define SENTINEL UINT64_C(12345)
 
@@ -1729,8 +1670,5 @@ int main(void)
     test_closed();
     test_threads();
 
-    int p = atomic_load(&passed);
-    int f = atomic_load(&failed);
-    printf("%d passed, %d failed\n", p, f);
-    return (f == 0 && p > 0) ? 0 : 1;
+    return check_summary();
 }
