@@ -101,3 +101,39 @@ pub extern "C" fn tarn_last_error() -> *const c_char {
         LAST_ERROR.with(|cell| cell.borrow().as_ptr())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    fn last() -> String {
+        // SAFETY: tarn_last_error returns a valid NUL-terminated string owned by this
+        // thread's cell, unchanged until the next failing call on this thread.
+        unsafe { CStr::from_ptr(tarn_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_in_a_body_is_caught_as_tarn_panic_with_its_message() {
+        let st = guard(|| panic!("boom at the boundary"));
+        assert_eq!(st, tarn_status::TARN_PANIC);
+        assert!(last().contains("boom at the boundary"), "{}", last());
+        assert_eq!(guard_value(7, || panic!("again")), 7);
+        assert!(last().contains("again"));
+    }
+
+    #[test]
+    fn errors_set_the_message_and_success_leaves_it() {
+        let st = guard(|| Err(FfiError::new(tarn_status::TARN_EXISTS, "nul\0inside")));
+        assert_eq!(st, tarn_status::TARN_EXISTS);
+        assert_eq!(
+            last(),
+            "nul\u{fffd}inside",
+            "a NUL in a message cannot cut it short"
+        );
+        assert_eq!(guard(|| Ok(())), tarn_status::TARN_OK);
+        assert_eq!(last(), "nul\u{fffd}inside");
+    }
+}
