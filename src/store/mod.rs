@@ -15,6 +15,12 @@
 //! - Names are checked on every change; a read checks them only on a miss, to say
 //!   *why* nothing was found without slowing the hit path (an invalid name can never
 //!   have been stored).
+//! - Every committed change publishes one event on the bus (write, patch with its
+//!   operations, remove, expire, session_expire), in the key's commit order, carrying
+//!   the writer's `ChangeMeta`; a change may name only an open session.
+//! - A key written with `expire_session` belongs to that session until a later write
+//!   (with or without `expire_session`) takes it; closing the session removes the keys
+//!   it still owns.
 //!
 //! Invariant: the stored document is only ever replaced whole, by the backend, under
 //! the key's lock; a failed operation changes nothing. Lock: `sweep` holds the one
