@@ -222,9 +222,6 @@ typedef struct tarn_remove_options {
   struct tarn_change_meta meta;
 } tarn_remove_options;
 
-// Every status, for tests and for name look-ups.
-#define tarn_status_ALL { TARN_OK, TARN_NOT_FOUND, TARN_EXISTS, TARN_INVALID_ARGUMENT, TARN_NULL_ARGUMENT, TARN_INVALID_UTF8, TARN_INVALID_JSON, TARN_INVALID_PATCH, TARN_PATCH_PATH_NOT_FOUND, TARN_PATCH_TEST_FAILED, TARN_VERSION_CONFLICT, TARN_TOO_LARGE, TARN_FULL, TARN_TIMEOUT, TARN_NOT_SUPPORTED, TARN_CLOSED, TARN_PANIC, TARN_TOO_OLD, }
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -266,7 +263,8 @@ enum tarn_status tarn_bus_subscribe(const struct tarn_engine *engine,
 // Takes the next event of a pull listener into `*out_event` (one JSON object, as for
 // `tarn_event_fn`; free it with `tarn_buf_free`), waiting up to `timeout_ms` (0: no
 // wait). TARN_TIMEOUT when none came; TARN_NOT_SUPPORTED for a callback listener;
-// TARN_CLOSED once its session closed. Blocks the calling thread only.
+// TARN_CLOSED once the listener closed (with its session or its engine). Blocks the
+// calling thread only; `tarn_listener_free` from another thread wakes it.
 enum tarn_status tarn_listener_next(const struct tarn_engine *engine,
                                     uint64_t listener_id,
                                     uint64_t timeout_ms,
@@ -395,8 +393,9 @@ enum tarn_status tarn_session_open(const struct tarn_engine *engine,
 // already ran out; TARN_NOT_FOUND if the id is unknown or closed.
 enum tarn_status tarn_session_keepalive(const struct tarn_engine *engine, uint64_t session_id);
 
-// Writes whether the session is still open (1) or was closed by its lease (0) to
-// `*out_open`. TARN_NOT_FOUND for an unknown or closed id.
+// Writes whether the session is still open (true) or was closed by its lease (false)
+// to `*out_open`. TARN_NOT_FOUND for an unknown or closed id; TARN_CLOSED after
+// `tarn_engine_close`.
 enum tarn_status tarn_session_is_open(const struct tarn_engine *engine,
                                       uint64_t session_id,
                                       bool *out_open);

@@ -205,7 +205,8 @@ fn listener(e: &tarn_engine, id: u64) -> FfiResult<Arc<Listener>> {
 /// Takes the next event of a pull listener into `*out_event` (one JSON object, as for
 /// `tarn_event_fn`; free it with `tarn_buf_free`), waiting up to `timeout_ms` (0: no
 /// wait). TARN_TIMEOUT when none came; TARN_NOT_SUPPORTED for a callback listener;
-/// TARN_CLOSED once its session closed. Blocks the calling thread only.
+/// TARN_CLOSED once the listener closed (with its session or its engine). Blocks the
+/// calling thread only; `tarn_listener_free` from another thread wakes it.
 #[no_mangle]
 pub extern "C" fn tarn_listener_next(
     engine: *const tarn_engine,

@@ -57,8 +57,9 @@ pub extern "C" fn tarn_session_keepalive(
     })
 }
 
-/// Writes whether the session is still open (1) or was closed by its lease (0) to
-/// `*out_open`. TARN_NOT_FOUND for an unknown or closed id.
+/// Writes whether the session is still open (true) or was closed by its lease (false)
+/// to `*out_open`. TARN_NOT_FOUND for an unknown or closed id; TARN_CLOSED after
+/// `tarn_engine_close`.
 #[no_mangle]
 pub extern "C" fn tarn_session_is_open(
     engine: *const tarn_engine,
