@@ -20,7 +20,7 @@
 
 // Most bytes of values the change log holds (events keep their documents alive, so
 // the log is bounded in bytes as well as in events).
-#define CHANGE_LOG_BYTES (64 << 20)
+#define TARN_CHANGE_LOG_BYTES (64 << 20)
 
 // The C ABI version. It changes whenever a function, type or constant changes in a way
 // that breaks programs built against an older header. `tarn_abi_version()` returns the
@@ -65,7 +65,7 @@
 #define TARN_LIST_KEYS_ONLY 1
 
 // Longest client id, in bytes.
-#define MAX_CLIENT_ID_BYTES 256
+#define TARN_MAX_CLIENT_ID_BYTES 256
 
 // The result of a tarn C function. 0 is success; every other value names one kind of
 // failure, and `tarn_last_error()` gives the details. Values are written out and never
@@ -221,6 +221,9 @@ typedef struct tarn_remove_options {
   // Who makes the change and why.
   struct tarn_change_meta meta;
 } tarn_remove_options;
+
+// Every status, for tests and for name look-ups.
+#define tarn_status_ALL { TARN_OK, TARN_NOT_FOUND, TARN_EXISTS, TARN_INVALID_ARGUMENT, TARN_NULL_ARGUMENT, TARN_INVALID_UTF8, TARN_INVALID_JSON, TARN_INVALID_PATCH, TARN_PATCH_PATH_NOT_FOUND, TARN_PATCH_TEST_FAILED, TARN_VERSION_CONFLICT, TARN_TOO_LARGE, TARN_FULL, TARN_TIMEOUT, TARN_NOT_SUPPORTED, TARN_CLOSED, TARN_PANIC, TARN_TOO_OLD, }
 
 #ifdef __cplusplus
 extern "C" {

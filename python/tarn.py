@@ -127,8 +127,10 @@ TARN_PATCH_IF_VERSION = 2
 TARN_REMOVE_IF_VERSION = 1
 #: ``tarn_store_list`` flags: list keys only.
 TARN_LIST_KEYS_ONLY = 1
-#: Longest client id of a session, in bytes (``MAX_CLIENT_ID_BYTES``).
-MAX_CLIENT_ID_BYTES = 256
+#: Longest client id of a session, in bytes (``TARN_MAX_CLIENT_ID_BYTES``).
+TARN_MAX_CLIENT_ID_BYTES = MAX_CLIENT_ID_BYTES = 256
+#: Most bytes of documents the change log keeps (``TARN_CHANGE_LOG_BYTES``).
+TARN_CHANGE_LOG_BYTES = 64 << 20
 #: The system bucket where sessions opening and closing are published.
 SESSIONS_BUCKET = "$sessions"
 

@@ -1373,8 +1373,8 @@ static void test_lease_on_the_manual_clock() {
     CHECK_STATUS(TARN_INVALID_ARGUMENT, engine.open_session("tab\there"));
     CHECK_STATUS(TARN_INVALID_ARGUMENT, engine.open_session(std::string_view("a\0b", 3)));
     CHECK_STATUS(TARN_INVALID_ARGUMENT,
-                 engine.open_session(std::string(MAX_CLIENT_ID_BYTES + 1, 'c')));
-    tarn::Session longest = engine.open_session(std::string(MAX_CLIENT_ID_BYTES, 'c'));
+                 engine.open_session(std::string(TARN_MAX_CLIENT_ID_BYTES + 1, 'c')));
+    tarn::Session longest = engine.open_session(std::string(TARN_MAX_CLIENT_ID_BYTES, 'c'));
     CHECK(longest.is_open());
     CHECK_EQ(kinds(drain(presence)), "session_open");
 }

@@ -203,7 +203,7 @@ class TestModule(TarnCase):
         names = [n for n, _ in defines]
         self.assertGreaterEqual(len(defines), 13)
         for name in ["TARN_LISTEN_SEND_VALUES", "TARN_LISTEN_IGNORE_OWN", "TARN_LISTEN_BLOCK",
-                     "TARN_LISTEN_FROM_VERSION", "TARN_WRITE_EXPIRE_SESSION", "MAX_CLIENT_ID_BYTES"]:
+                     "TARN_LISTEN_FROM_VERSION", "TARN_WRITE_EXPIRE_SESSION", "TARN_MAX_CLIENT_ID_BYTES"]:
             self.assertIn(name, names)
         for name, value in defines:
             with self.subTest(name=name):

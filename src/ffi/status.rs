@@ -50,7 +50,7 @@ pub enum tarn_status {
 
 impl tarn_status {
     /// Every status, for tests and for name look-ups.
-    pub(crate) const ALL: [tarn_status; 18] = [
+    pub const ALL: [tarn_status; 18] = [
         tarn_status::TARN_OK,
         tarn_status::TARN_NOT_FOUND,
         tarn_status::TARN_EXISTS,
