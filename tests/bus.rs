@@ -15,16 +15,11 @@ use tarn::{
 
 const T0: u64 = 1_000_000;
 
-fn engine() -> Engine {
-    Engine::builder()
-        .manual_clock(T0)
-        .workers(2)
-        .build()
-        .unwrap()
-}
+mod common;
+use common::w;
 
-fn w() -> WriteOptions {
-    WriteOptions::default()
+fn engine() -> Engine {
+    common::engine_at(T0)
 }
 
 fn drain(l: &tarn::Listener) -> Vec<Delivery> {

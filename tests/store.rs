@@ -8,16 +8,11 @@ use tarn::{Engine, ErrorKind, PatchOptions, RemoveOptions, WriteOptions};
 
 const T0: u64 = 1_700_000_000_000;
 
-fn engine() -> Engine {
-    Engine::builder()
-        .manual_clock(T0)
-        .workers(2)
-        .build()
-        .unwrap()
-}
+mod common;
+use common::w;
 
-fn w() -> WriteOptions {
-    WriteOptions::default()
+fn engine() -> Engine {
+    common::engine_at(T0)
 }
 
 fn kind<T: std::fmt::Debug>(r: tarn::Result<T>) -> ErrorKind {

@@ -8,6 +8,8 @@
  * FAILS_NULL(name, call)      TARN_NULL_ARGUMENT, and the message names the argument
  * JSON(s)                     a C string as the (pointer, length) JSON argument pair
  * check_summary()             prints "N passed, M failed"; the exit code for main
+ * POISON(x) / POISONED(x)     fill an out-parameter with 0xAA / check it is untouched
+ * SENTINEL                    a value to pre-fill integer out-parameters with
  */
 #ifndef TARN_FFI_TESTS_CHECK_H
 #define TARN_FFI_TESTS_CHECK_H
@@ -82,5 +84,24 @@ static int check_summary(void)
     printf("%d passed, %d failed\n", p, f);
     return (f == 0 && p > 0) ? 0 : 1;
 }
+
+/* Out-parameters are written only on success: tests pre-fill them and check. */
+#define SENTINEL UINT64_C(12345)
+
+static inline void poison(void *p, size_t n) { memset(p, 0xAA, n); }
+
+static inline bool poisoned(const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i] != 0xAA) {
+            return false;
+        }
+    }
+    return true;
+}
+
+#define POISON(x) poison(&(x), sizeof(x))
+#define POISONED(x) poisoned(&(x), sizeof(x))
 
 #endif

@@ -40,26 +40,10 @@
 #include <string.h>
 
 #include "check.h"
-#define SENTINEL UINT64_C(12345)
+
 #define T0 UINT64_C(1000000)
 /* The longest any wait in this file may take (none should come close). */
 #define WAIT_MS 10000
-
-static void poison(void *p, size_t n) { memset(p, 0xAA, n); }
-
-static bool poisoned(const void *p, size_t n)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) {
-        if (c[i] != 0xAA) {
-            return false;
-        }
-    }
-    return true;
-}
-
-#define POISON(x) poison(&(x), sizeof(x))
-#define POISONED(x) poisoned(&(x), sizeof(x))
 
 /* An engine on a manual clock at T0 with two workers; `change_log` SIZE_MAX keeps the
  * default change log. */

@@ -39,23 +39,6 @@
  * Helpers: JSON arguments, sentinels, comparing returned bytes.
  * ---------------------------------------------------------------------------------- */
 
-#define SENTINEL UINT64_C(12345)
-
-static void poison(void *p, size_t n) { memset(p, 0xAA, n); }
-
-static bool poisoned(const void *p, size_t n)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) {
-        if (c[i] != 0xAA) {
-            return false;
-        }
-    }
-    return true;
-}
-
-#define POISON(x) poison(&(x), sizeof(x))
-#define POISONED(x) poisoned(&(x), sizeof(x))
 
 static bool buf_is_n(const tarn_buf *b, const char *s, size_t n)
 {
